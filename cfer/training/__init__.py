@@ -1,0 +1,1 @@
+"""Placeholder; the lead fills in re-exports."""

@@ -1,0 +1,259 @@
+"""Avalanche plugins composing the strategy of Maiden & Nakisa (2023).
+
+Thin adapters over :mod:`strategies.distillation` and :mod:`strategies.psmr`. Where each one
+hooks into Avalanche 0.6's ``BaseSGDTemplate._before_training_exp``, which runs, in order:
+
+1. ``before_train_dataset_adaptation``  -- :class:`DistillationPlugin` snapshots the teacher
+   here, while the model still has the previous step's head;
+2. ``train_dataset_adaptation`` and ``after_train_dataset_adaptation`` -- :class:`PSMRReplayPlugin`
+   replaces ``adapted_dataset`` by memory + new-class samples, :class:`ClassifierExpansionPlugin`
+   adds the output units;
+3. ``make_train_dataloader``, then ``check_model_and_optimizer``: Avalanche's model adaptation
+   (heads are ``DynamicModule`` s too, a no-op once grown) and ``make_optimizer``, which swaps the
+   grown ``head.fc`` parameters into the optimizer (by name, with fresh optimizer state);
+4. ``before_training_exp``.
+
+During training :class:`DistillationPlugin` and :class:`HeadL2Plugin` add to ``strategy.loss``
+in ``before_backward``; after training :class:`PSMRReplayPlugin` updates the memory in
+``after_training_exp`` with the model that has just learned the new class.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.nn.functional as F
+from avalanche.benchmarks.utils import AvalancheDataset
+from avalanche.core import SupervisedPlugin
+from avalanche.models.utils import avalanche_forward
+from torch import nn
+
+from strategies.distillation import distillation_loss, kd_weight
+from strategies.psmr import PSMRBuffer, sample_per_class
+
+if TYPE_CHECKING:
+    from avalanche.training.templates import SupervisedTemplate
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "NEW_CLASS_SAMPLES",
+    "TEACHERS",
+    "ClassifierExpansionPlugin",
+    "DistillationPlugin",
+    "HeadL2Plugin",
+    "NewClassSamples",
+    "PSMRReplayPlugin",
+    "TeacherMode",
+    "frozen_copy",
+]
+
+TeacherMode = Literal["basic", "previous"]
+TEACHERS: tuple[str, ...] = ("basic", "previous")
+NewClassSamples = Literal["balanced", "all"]
+NEW_CLASS_SAMPLES: tuple[str, ...] = ("balanced", "all")
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """Deep copy of ``model`` in eval mode with gradients disabled.
+
+    Args:
+        model: Model to copy.
+
+    Returns:
+        The copy, on the same device.
+    """
+    teacher = copy.deepcopy(model)
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+class DistillationPlugin(SupervisedPlugin):
+    """Distil a frozen teacher into the model: ``(1 - g_i) * CE + g_i * KD`` at step ``i``.
+
+    Maiden & Nakisa (2023); see :mod:`strategies.distillation` for the loss and the schedule.
+    Step ``i`` is the index of the training experience minus ``basic_experiences``; no
+    distillation happens while ``i < 0`` (the basic phase).
+
+    Args:
+        initial_weight: Distillation weight at step 0 (the paper's ``g``).
+        temperature: Softmax temperature ``T``.
+        teacher: ``'basic'``: the model as it is at the start of step 0, i.e. the basic-phase
+            model, kept frozen for the whole stream (the reference); ``'previous'``: the model at
+            the start of each step.
+        basic_experiences: Number of leading experiences forming the basic phase; 0 when the
+            basic model was trained before the stream starts.
+        rescale_classification: True gives the paper's ``(1 - g_i) * CE + g_i * KD`` by adding
+            ``g_i * (KD - CE)`` to the strategy's cross-entropy loss (which must therefore be the
+            strategy criterion); False adds ``g_i * KD`` only.
+
+    Raises:
+        ValueError: If ``teacher`` is unknown or ``basic_experiences`` is negative.
+    """
+
+    def __init__(
+        self,
+        initial_weight: float = 0.1,
+        temperature: float = 3.0,
+        teacher: TeacherMode = "basic",
+        basic_experiences: int = 1,
+        rescale_classification: bool = True,
+    ) -> None:
+        super().__init__()
+        if teacher not in TEACHERS:
+            raise ValueError(f"unknown teacher {teacher!r}; known teachers: {list(TEACHERS)}")
+        if basic_experiences < 0:
+            raise ValueError(f"basic_experiences must be >= 0, got {basic_experiences}")
+        self.initial_weight = initial_weight
+        self.temperature = temperature
+        self.teacher_mode: TeacherMode = teacher
+        self.basic_experiences = basic_experiences
+        self.rescale_classification = rescale_classification
+        self.teacher: nn.Module | None = None
+        self.weight = 0.0
+        """Distillation weight ``g_i`` of the current experience."""
+
+    def before_train_dataset_adaptation(
+        self, strategy: "SupervisedTemplate", **kwargs: Any
+    ) -> None:
+        # snapshot before any plugin or Avalanche's model adaptation grows the head, so the
+        # teacher keeps the previous class count and its logits get zero-padded
+        step = strategy.clock.train_exp_counter - self.basic_experiences
+        if step < 0:
+            self.weight = 0.0
+            return
+        if self.teacher is None or self.teacher_mode == "previous":
+            self.teacher = frozen_copy(strategy.model)
+        self.weight = kd_weight(step, self.initial_weight)
+        logger.info("distillation step %d: weight %.5f", step, self.weight)
+
+    def before_backward(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
+        if self.teacher is None or self.weight == 0.0:
+            return
+        with torch.no_grad():
+            teacher_logits = avalanche_forward(self.teacher, strategy.mb_x, strategy.mb_task_id)
+        student_logits = strategy.mb_output
+        soft = distillation_loss(student_logits, teacher_logits, self.temperature)
+        if self.rescale_classification:
+            hard = F.cross_entropy(student_logits, strategy.mb_y)
+            strategy.loss += self.weight * (soft - hard)
+        else:
+            strategy.loss += self.weight * soft
+
+
+class ClassifierExpansionPlugin(SupervisedPlugin):
+    """Add one output unit per new class before training each experience.
+
+    Works with any model exposing ``num_classes`` and ``add_classes`` (see
+    :class:`strategies.protocols.GrowingClassifier`). It grows the model before Avalanche's
+    ``make_optimizer`` runs, so the optimizer receives the new parameters.
+    """
+
+    def after_train_dataset_adaptation(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
+        model = strategy.model
+        # labels index output units; when labels are numbered in order of arrival
+        # (class_order 0, 1, 2, ...), covering the largest one adds one unit per new class
+        needed = max(strategy.experience.classes_in_this_experience) + 1
+        if needed > model.num_classes:
+            model.add_classes(needed - model.num_classes)
+
+
+class HeadL2Plugin(SupervisedPlugin):
+    """Add the head's L2 penalty (``model.head.l2_penalty()``) to the loss.
+
+    The reference regularises the hidden kernels of its head in the basic phase only (its
+    continual ``train_step`` ignores ``model.losses``), hence the default.
+
+    Args:
+        basic_experiences: Apply the penalty during the first ``basic_experiences`` experiences
+            only; None applies it throughout.
+    """
+
+    def __init__(self, basic_experiences: int | None = 1) -> None:
+        super().__init__()
+        self.basic_experiences = basic_experiences
+
+    def before_backward(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
+        if (
+            self.basic_experiences is not None
+            and strategy.clock.train_exp_counter >= self.basic_experiences
+        ):
+            return
+        strategy.loss += strategy.model.head.l2_penalty()
+
+
+class PSMRReplayPlugin(SupervisedPlugin):
+    """Train each incremental step on the PSMR memory plus the new class's samples.
+
+    As in the reference, the memory and the new samples are concatenated into one dataset that
+    the strategy's ordinary data loader shuffles. (Avalanche's ``ReplayPlugin`` instead pairs
+    every new-data mini-batch with an equally large memory mini-batch, which would give a single
+    new class half of every batch.) The first experience (empty memory) trains on all its data.
+
+    Args:
+        storage_policy: The memory; updated after every experience.
+        new_class_samples: ``'balanced'``: each class of the experience contributes
+            ``storage_policy.memory_per_class`` random samples, as many as each class in memory
+            (the reference); ``'all'``: all of its samples.
+        resample_each_epoch: With ``'balanced'``, draw a new random subset of the new class every
+            epoch, as the reference's ``shuffle().take(m)`` pipeline does; this rebuilds the
+            train data loader at each epoch.
+        generator: Random generator of the subsets; the global one if None.
+
+    Raises:
+        ValueError: If ``new_class_samples`` is unknown.
+    """
+
+    def __init__(
+        self,
+        storage_policy: PSMRBuffer,
+        new_class_samples: NewClassSamples = "balanced",
+        resample_each_epoch: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if new_class_samples not in NEW_CLASS_SAMPLES:
+            raise ValueError(
+                f"unknown new_class_samples {new_class_samples!r}; "
+                f"known: {list(NEW_CLASS_SAMPLES)}"
+            )
+        self.storage_policy = storage_policy
+        self.new_class_samples: NewClassSamples = new_class_samples
+        self.resample_each_epoch = resample_each_epoch
+        self.generator = generator
+        self._experience_data: AvalancheDataset | None = None
+
+    def after_train_dataset_adaptation(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
+        if len(self.storage_policy.buffer) == 0:
+            self._experience_data = None
+            return
+        self._experience_data = strategy.adapted_dataset
+        strategy.adapted_dataset = self._training_dataset()
+
+    def before_training_epoch(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
+        if (
+            self._experience_data is None
+            or self.new_class_samples == "all"
+            or not self.resample_each_epoch
+            or strategy.clock.train_exp_epochs == 0  # drawn at dataset adaptation already
+        ):
+            return
+        strategy.adapted_dataset = self._training_dataset()
+        strategy.make_train_dataloader(**kwargs)
+
+    def after_training_exp(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
+        self.storage_policy.post_adapt(strategy, strategy.experience)
+        self._experience_data = None
+
+    def _training_dataset(self) -> AvalancheDataset:
+        assert self._experience_data is not None
+        current = self._experience_data
+        if self.new_class_samples == "balanced":
+            targets = torch.as_tensor(list(current.targets))
+            kept = sample_per_class(targets, self.storage_policy.memory_per_class, self.generator)
+            current = current.subset(kept.tolist())
+        return self.storage_policy.buffer.concat(current).train()

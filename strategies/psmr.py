@@ -1,0 +1,365 @@
+"""Predictive Sorting Memory Replay (PSMR): which exemplars to keep and how many.
+
+Maiden & Nakisa (2023), "Complex Facial Expression Recognition Using Deep Knowledge
+Distillation of Basic Features", keep for every class the ``m`` training samples that the model
+scores highest on that class's own output unit, with ``M = floor(0.3 * N_train)`` and
+``m = floor(M / C_total)``. The reference (github.com/AngusMaiden/complex-FER,
+``src/models/train.py``, ``RepresentativeMemoryUpdate``; ``src/complex_FER.py``, ``cont``):
+
+* ranks the basic classes with the basic model before the first incremental step, and each new
+  class, over all of its training samples, with the model that has just learned it;
+* never re-ranks a stored class: later steps keep the first ``m`` of its stored (sorted) list;
+* ``'grow'`` mode keeps ``m`` fixed, so the memory grows by ``m`` per class; ``'limit'`` mode
+  keeps ``M`` fixed and sets ``m = floor(M / classes_seen)``. (The reference uses
+  ``m = floor(M / C_total)`` for the very first selection in both modes; here ``'limit'`` always
+  divides by the classes seen, filling the budget from the start.)
+
+The reference sorts ``model.predict`` outputs, which are the *logits* of its last ``Dense``
+layer; the paper describes softmax probabilities. Both orders are available through ``score``;
+the default follows the paper.
+
+The plain-PyTorch core is :func:`predictive_sort`; :class:`PredictiveSortingSelection` (which
+ones) and :class:`PSMRBuffer` (how many) adapt it to Avalanche's ``ExemplarsSelectionStrategy``
+and ``ExemplarsBuffer``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from fractions import Fraction
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from avalanche.benchmarks.utils import AvalancheDataset
+from avalanche.training.storage_policy import (
+    BalancedExemplarsBuffer,
+    ExemplarsBuffer,
+    ExemplarsSelectionStrategy,
+)
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+if TYPE_CHECKING:
+    from avalanche.training.templates import SupervisedTemplate
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MEMORY_MODES",
+    "SCORES",
+    "MemoryMode",
+    "PSMRBuffer",
+    "PredictiveSortingSelection",
+    "Score",
+    "memory_per_class",
+    "predict_logits",
+    "predictive_sort",
+    "representative_memory_size",
+    "sample_per_class",
+]
+
+Score = Literal["probability", "logit"]
+SCORES: tuple[str, ...] = ("probability", "logit")
+MemoryMode = Literal["grow", "limit"]
+MEMORY_MODES: tuple[str, ...] = ("grow", "limit")
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    inputs: Tensor | Dataset,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Run ``model`` in eval mode over ``inputs`` in mini-batches.
+
+    Args:
+        model: Maps images ``(batch, ...)`` to logits ``(batch, classes)``.
+        inputs: Images ``(n, ...)``, or a dataset whose items are tuples starting with the image
+            (e.g. an Avalanche dataset yielding ``(x, y, task)``).
+        batch_size: Mini-batch size of the inference pass.
+        device: Device to run on; the model's current device if None.
+
+    Returns:
+        Logits, shape ``(n, classes)``, on the CPU, in the order of ``inputs``.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        if isinstance(inputs, Tensor):
+            batches = inputs.split(batch_size)
+        else:
+            collate_fn = getattr(inputs, "collate_fn", None)
+            loader = DataLoader(inputs, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
+            batches = (batch[0] if isinstance(batch, (tuple, list)) else batch for batch in loader)
+        logits = [model(images.to(device)).cpu() for images in batches]
+    finally:
+        model.train(was_training)
+    return torch.cat(logits) if logits else torch.empty(0, 0)
+
+
+def predictive_sort(
+    model: nn.Module,
+    inputs: Tensor | Dataset,
+    class_index: int,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    score: Score = "probability",
+) -> Tensor:
+    """Order candidates by how strongly the model predicts ``class_index`` for them.
+
+    One inference pass (see :func:`predict_logits`), then one stable descending sort, so ties
+    keep the input order.
+
+    Args:
+        model: Maps images to logits ``(batch, classes)`` with ``classes > class_index``.
+        inputs: Candidate images ``(n, ...)`` or a dataset of ``(image, ...)`` tuples.
+        class_index: Output unit to rank by (the candidates' own class).
+        batch_size: Mini-batch size of the inference pass.
+        device: Device to run on; the model's current device if None.
+        score: ``'probability'`` ranks by the softmax probability of the unit (the paper);
+            ``'logit'`` by its raw logit (what the reference code sorts).
+
+    Returns:
+        Indices into ``inputs``, shape ``(n,)``, best first.
+
+    Raises:
+        ValueError: If ``score`` is unknown.
+    """
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; known scores: {list(SCORES)}")
+    logits = predict_logits(model, inputs, batch_size=batch_size, device=device)
+    if logits.numel() == 0:
+        return torch.empty(0, dtype=torch.long)
+    values = logits.softmax(dim=-1) if score == "probability" else logits
+    return torch.sort(values[:, class_index], descending=True, stable=True).indices
+
+
+def representative_memory_size(n_train: int, fraction: float = 0.3) -> int:
+    """Total memory budget ``floor(fraction * n_train)`` (the paper's ``M``).
+
+    Args:
+        n_train: Number of training samples over all classes of the stream.
+        fraction: Share of the training data kept.
+
+    Returns:
+        The budget.
+    """
+    # exact rational arithmetic: 0.3 * n in floats can land just below an integer
+    return math.floor(Fraction(repr(fraction)) * n_train)
+
+
+def memory_per_class(n_train: int, n_classes_total: int, fraction: float = 0.3) -> int:
+    """Exemplars per class, ``floor(floor(fraction * n_train) / n_classes_total)`` (``m``).
+
+    Args:
+        n_train: Number of training samples over all classes of the stream.
+        n_classes_total: Number of classes of the whole stream (basic and compound).
+        fraction: Share of the training data kept.
+
+    Returns:
+        The per-class count.
+    """
+    return representative_memory_size(n_train, fraction) // n_classes_total
+
+
+def sample_per_class(
+    targets: Tensor, per_class: int, generator: torch.Generator | None = None
+) -> Tensor:
+    """Draw up to ``per_class`` random samples of every class, without replacement.
+
+    Args:
+        targets: Class index of each sample, shape ``(n,)``.
+        per_class: Samples kept per class; classes with fewer keep all of theirs.
+        generator: Random generator; the global one if None.
+
+    Returns:
+        Sorted indices into ``targets``, shape ``(k,)``.
+    """
+    kept = []
+    for class_id in targets.unique():
+        members = (targets == class_id).nonzero().flatten()
+        chosen = torch.randperm(len(members), generator=generator)[:per_class]
+        kept.append(members[chosen])
+    if not kept:
+        return torch.empty(0, dtype=torch.long)
+    return torch.cat(kept).sort().values
+
+
+def _single_class(data: AvalancheDataset) -> int:
+    classes = {int(target) for target in data.targets}
+    if len(classes) != 1:
+        raise ValueError(f"expected the samples of one class, got classes {sorted(classes)}")
+    return classes.pop()
+
+
+class PredictiveSortingSelection(ExemplarsSelectionStrategy):
+    """Avalanche selection strategy ranking a class's samples with :func:`predictive_sort`.
+
+    Uses ``strategy.model`` as it is when called (after training, the model that has just
+    learned the class) and the eval transforms of the data.
+
+    Args:
+        score: ``'probability'`` or ``'logit'``; see :func:`predictive_sort`.
+        batch_size: Inference mini-batch size; the strategy's ``eval_mb_size`` if None.
+    """
+
+    def __init__(self, score: Score = "probability", batch_size: int | None = None) -> None:
+        if score not in SCORES:
+            raise ValueError(f"unknown score {score!r}; known scores: {list(SCORES)}")
+        self.score: Score = score
+        self.batch_size = batch_size
+
+    def make_sorted_indices(
+        self, strategy: "SupervisedTemplate", data: AvalancheDataset
+    ) -> list[int]:
+        """Rank the samples of one class, best first.
+
+        Args:
+            strategy: Provides ``model``, ``device`` and ``eval_mb_size``.
+            data: Samples of a single class.
+
+        Returns:
+            Indices into ``data``.
+
+        Raises:
+            ValueError: If ``data`` holds more than one class.
+        """
+        class_index = _single_class(data)
+        order = predictive_sort(
+            strategy.model,
+            data.eval(),
+            class_index,
+            batch_size=self.batch_size or strategy.eval_mb_size,
+            device=strategy.device,
+            score=self.score,
+        )
+        return order.tolist()
+
+
+class _RankedClassBuffer(ExemplarsBuffer):
+    """The exemplars of one class, kept in rank order so that shrinking keeps the best."""
+
+    def update_from_dataset(
+        self,
+        strategy: "SupervisedTemplate",
+        data: AvalancheDataset,
+        selection_strategy: ExemplarsSelectionStrategy,
+    ) -> None:
+        candidates = data if len(self.buffer) == 0 else self.buffer.concat(data)
+        order = selection_strategy.make_sorted_indices(strategy, candidates)
+        self.buffer = candidates.subset(order[: self.max_size])
+
+    def resize(self, strategy: object, new_size: int) -> None:
+        # truncating, never re-ranking: the reference keeps the head of each stored sorted list
+        self.max_size = new_size
+        if len(self.buffer) > new_size:
+            self.buffer = self.buffer.subset(list(range(new_size)))
+
+
+class PSMRBuffer(BalancedExemplarsBuffer[_RankedClassBuffer]):
+    """Class-balanced storage policy of PSMR: how many exemplars each class keeps.
+
+    Which exemplars is delegated to ``selection_strategy`` (PSMR's
+    :class:`PredictiveSortingSelection` by default; Avalanche's
+    ``RandomExemplarsSelectionStrategy`` gives the random-memory ablation). A class is ranked
+    once, when it first arrives, with the model of that moment; afterwards its list is only
+    truncated. (A class that reappears in a later experience, which the paper's protocol never
+    does, is re-ranked over its stored exemplars plus the new samples.)
+
+    Args:
+        max_size: Memory budget ``M`` (e.g. :func:`representative_memory_size`).
+        mode: ``'grow'``: every class keeps ``max_size // total_num_classes`` exemplars, so the
+            memory grows with the classes seen; ``'limit'``: the classes seen share ``max_size``
+            equally, ``max_size // classes_seen`` each.
+        total_num_classes: Number of classes of the whole stream; required by ``'grow'``.
+        selection_strategy: Orders a class's samples, best first.
+
+    Raises:
+        ValueError: If ``mode`` is unknown or ``'grow'`` lacks ``total_num_classes``.
+    """
+
+    def __init__(
+        self,
+        max_size: int,
+        *,
+        mode: MemoryMode = "grow",
+        total_num_classes: int | None = None,
+        selection_strategy: ExemplarsSelectionStrategy | None = None,
+    ) -> None:
+        if mode not in MEMORY_MODES:
+            raise ValueError(f"unknown memory mode {mode!r}; known modes: {list(MEMORY_MODES)}")
+        if mode == "grow" and not total_num_classes:
+            raise ValueError("mode 'grow' needs total_num_classes (classes of the whole stream)")
+        super().__init__(max_size, adaptive_size=True)
+        self.mode: MemoryMode = mode
+        self.total_num_classes = total_num_classes
+        self.selection_strategy = selection_strategy or PredictiveSortingSelection()
+
+    @property
+    def seen_classes(self) -> list[int]:
+        """Classes in memory, in order of arrival."""
+        return list(self.buffer_groups)
+
+    @property
+    def memory_per_class(self) -> int:
+        """Current number of exemplars each class keeps (the paper's ``m``)."""
+        if self.mode == "grow":
+            assert self.total_num_classes is not None
+            return self.max_size // self.total_num_classes
+        return self.max_size // max(1, len(self.buffer_groups))
+
+    def post_adapt(self, agent: "SupervisedTemplate", exp: object) -> None:
+        """Add the classes of the experience just trained (Avalanche ``after_training_exp``).
+
+        Args:
+            agent: The strategy, whose model has just been trained on ``exp``.
+            exp: Experience with a ``dataset``.
+        """
+        self.update_from_dataset(agent, exp.dataset)  # type: ignore[attr-defined]
+
+    def update_from_dataset(self, strategy: "SupervisedTemplate", data: AvalancheDataset) -> None:
+        """Rank each class of ``data`` and keep the top ``memory_per_class`` of every class.
+
+        Also usable to seed the memory with the basic classes when the basic phase was trained
+        outside Avalanche: pass any object with ``model``, ``device`` and ``eval_mb_size``.
+
+        Args:
+            strategy: Provides the model that ranks the samples.
+            data: Samples of one or more classes.
+        """
+        indices_by_class: dict[int, list[int]] = defaultdict(list)
+        for index, target in enumerate(data.targets):
+            indices_by_class[int(target)].append(index)
+        for class_id in indices_by_class:
+            if class_id not in self.buffer_groups:
+                self.buffer_groups[class_id] = _RankedClassBuffer(0)
+        quota = self.memory_per_class
+        for class_id, indices in indices_by_class.items():
+            group = self.buffer_groups[class_id]
+            group.max_size = quota
+            group.update_from_dataset(strategy, data.subset(indices), self.selection_strategy)
+        self.resize(strategy, self.max_size)
+        logger.info(
+            "PSMR memory (%s): %d per class, classes %s, %d samples",
+            self.mode,
+            quota,
+            self.seen_classes,
+            len(self.buffer),
+        )
+
+    def resize(self, strategy: object, new_size: int) -> None:
+        """Set the budget ``M`` and truncate every class to the new per-class quota.
+
+        Args:
+            strategy: Unused; part of Avalanche's interface.
+            new_size: New budget.
+        """
+        self.max_size = new_size
+        quota = self.memory_per_class
+        for group in self.buffer_groups.values():
+            group.resize(strategy, quota)
