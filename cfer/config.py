@@ -22,8 +22,6 @@ import dataclasses
 import difflib
 import enum
 import logging
-import os
-import tempfile
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -31,6 +29,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 import yaml
+
+from cfer.io import atomic_write_text
 
 __all__ = ["ConfigError", "config_from_dict", "config_to_dict", "load_config", "save_config"]
 
@@ -137,17 +137,7 @@ def save_config(config: Any, path: str | Path) -> Path:
     """
     path = Path(path)
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Temp file in the same folder so os.replace is atomic: an interrupted run
-    # leaves either no file or a complete one.
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
     return path
 
 

@@ -5,7 +5,13 @@ thin Avalanche adapter over it (:mod:`strategies.plugins`); :func:`create_strate
 paper's strategy, its ablations and Avalanche's baselines by name.
 """
 
-from strategies.distillation import DistillationLoss, distillation_loss, kd_weight, pad_logits, soft_cross_entropy
+from strategies.distillation import (
+    DistillationLoss,
+    distillation_loss,
+    kd_weight,
+    pad_logits,
+    soft_cross_entropy,
+)
 from strategies.plugins import (
     ClassifierExpansionPlugin,
     DistillationPlugin,
@@ -22,7 +28,13 @@ from strategies.psmr import (
     predictive_sort,
     representative_memory_size,
 )
-from strategies.registry import STRATEGIES, CferConfig, StrategySpec, create_strategy, make_config
+from strategies.registry import (
+    STRATEGIES,
+    CferConfig,
+    StrategySpec,
+    create_strategy,
+    make_config,
+)
 
 __all__ = [
     "STRATEGIES",

@@ -11,7 +11,13 @@ from typing import Literal, Optional
 import pytest
 import yaml
 
-from cfer.config import ConfigError, config_from_dict, config_to_dict, load_config, save_config
+from cfer.config import (
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+)
 
 
 class Mode(enum.Enum):

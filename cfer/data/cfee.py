@@ -60,7 +60,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +72,7 @@ import torch
 from PIL import Image
 
 from cfer.data.dataset import FaceExpressionDataset, load_metadata
+from cfer.io import atomic_write_bytes
 from cfer.taxonomy import CATEGORY_NAMES, get_category
 
 __all__ = [
@@ -271,7 +271,7 @@ def write_cfee(
         pixels = dataset.images[index].permute(1, 2, 0).contiguous().numpy()
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="PNG")
-        _atomic_write_bytes(destination, buffer.getvalue())
+        atomic_write_bytes(destination, buffer.getvalue())
         return True
 
     with ThreadPoolExecutor(max_workers=_workers(num_workers)) as pool:
@@ -636,22 +636,10 @@ def _write_manifest(
                 *aus,
             ]
         )
-    _atomic_write_bytes(root / MANIFEST_NAME, buffer.getvalue().encode("utf-8"))
+    atomic_write_bytes(root / MANIFEST_NAME, buffer.getvalue().encode("utf-8"))
 
 
 # --- files -----------------------------------------------------------------------
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    # Temp file in the same folder so os.replace is atomic on one filesystem.
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def _fingerprint(files: Sequence[_ImageFile], manifest: Path | None) -> str:

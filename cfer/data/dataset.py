@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from cfer.io import atomic_write
 
 __all__ = ["FaceExpressionDataset", "load_metadata"]
 
@@ -260,7 +260,7 @@ class FaceExpressionDataset(Dataset[tuple[Any, int]]):
         if self.valence_arousal is not None:
             payload["valence_arousal"] = self.valence_arousal
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda file: torch.save(payload, file))
+        atomic_write(path, lambda file: torch.save(payload, file))
         logger.info("saved %d samples to %s", len(self), path)
         return path
 
@@ -315,19 +315,6 @@ def _load_payload(path: str | Path, mmap: bool = False) -> dict[str, Any]:
             f"(found {found!r}); delete it to rebuild the cache"
         )
     return payload
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    # A temp file in the destination folder keeps os.replace on one filesystem, so
-    # readers see either the old file or the complete new one, never a partial one.
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def _describe(value: object) -> str:

@@ -2,7 +2,13 @@
 
 from cfer.data.synthetic.contact_sheet import contact_sheet
 from cfer.data.synthetic.dataset import SyntheticConfig, SyntheticFaces
-from cfer.data.synthetic.renderer import AU_REGION, REGIONS, FaceRenderer, RenderedBatch, sample_expression
+from cfer.data.synthetic.renderer import (
+    AU_REGION,
+    REGIONS,
+    FaceRenderer,
+    RenderedBatch,
+    sample_expression,
+)
 from cfer.data.synthetic.subjects import RENDERED_AUS, SubjectTraits, make_subject
 
 __all__ = [

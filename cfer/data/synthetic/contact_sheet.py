@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from cfer.data.synthetic.renderer import FaceRenderer
+from cfer.io import atomic_write
 from cfer.taxonomy import CATEGORY_NAMES, get_category
 
 
@@ -56,15 +55,8 @@ def contact_sheet(
             if column == 0:
                 axis.set_ylabel(f"subject {subject}", fontsize=7)
     figure.tight_layout(pad=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(handle)
     try:
-        figure.savefig(temporary, dpi=110)
-        os.replace(temporary, path)
+        atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=80))
     finally:
         plt.close(figure)
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    return Path(path)

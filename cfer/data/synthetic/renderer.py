@@ -152,7 +152,7 @@ def _image_params(seed: int, subject_id: int, category: Category, index: int, si
         "light_strength": np.float32(0.35 * light_strength),
         "background": rng.uniform(0.1, 0.9, (3, 3)).astype(np.float32),  # two gradient ends, a blob
         "blob": rng.uniform(-0.9, 0.9, 3).astype(np.float32),  # x, y, radius of a background blob
-        "blur": np.float32(blur),
+        "blur": np.float32(0.7 * blur),
         "noise": np.float32(noise_std) * (rng.random((3, size, size), dtype=np.float32) - np.float32(0.5)),
     }
 
@@ -298,26 +298,26 @@ class _Geometry:
         self.chin_drop = 0.01 * au[25] + 0.06 * au[26] + 0.1 * au[27]
         # Brows: AU1 lifts the inner ends, AU2 the outer ends, AU4 pulls them down and together.
         base = face["eye_height"] - face["brow_gap"] + face["resting_brow"]
-        self.brow_inner_y = base - 0.07 * au[1] + 0.05 * au[4] - 0.005 * au[2]
-        self.brow_outer_y = base - 0.065 * au[2] + 0.02 * au[4] - 0.012 * au[1]
-        self.brow_inner_x = 0.075 - 0.035 * au[4] + 0.0 * base
+        self.brow_inner_y = base - 0.1 * au[1] + 0.07 * au[4] - 0.008 * au[2]
+        self.brow_outer_y = base - 0.09 * au[2] + 0.03 * au[4] - 0.015 * au[1]
+        self.brow_inner_x = 0.075 - 0.045 * au[4] + 0.0 * base
         self.brow_outer_x = face["eye_spacing"] + face["eye_half_width"] + 0.03
         # Eyes: AU5 opens the upper lid; AU7 and AU6 close mostly from below.
         opening = face["eye_opening"]
-        self.eye_up = opening * np.maximum(0.25, 1.0 + 1.0 * au[5] - 0.35 * au[7] - 0.25 * au[4] - 0.15 * au[6])
+        self.eye_up = opening * np.maximum(0.25, 1.0 + 1.3 * au[5] - 0.4 * au[7] - 0.25 * au[4] - 0.15 * au[6])
         self.eye_down = opening * np.maximum(0.15, 0.8 + 0.15 * au[5] - 0.45 * au[7] - 0.4 * au[6])
         self.eye_half_width = face["eye_half_width"] * (1.0 - 0.1 * au[7] - 0.08 * au[6])
         # Nose: AU9 and AU10 pull the nostrils up.
         self.nose_bottom = face["eye_height"] + face["nose_length"] + 0.04 - 0.025 * au[9] - 0.012 * au[10]
         # Mouth.
         self.mouth_half_width = face["mouth_half_width"] * (
-            1.0 + 0.22 * au[12] + 0.3 * au[20] - 0.22 * au[23] - 0.12 * au[24] - 0.15 * au[27] + 0.04 * au[25]
+            1.0 + 0.3 * au[12] + 0.4 * au[20] - 0.25 * au[23] - 0.15 * au[24] - 0.15 * au[27] + 0.04 * au[25]
         )
-        self.corner_drop = face["resting_mouth"] - 0.055 * au[12] + 0.055 * au[15] + 0.012 * au[20]
+        self.corner_drop = face["resting_mouth"] - 0.085 * au[12] + 0.085 * au[15] + 0.015 * au[20]
         self.mouth_y = face["mouth_height"] + 0.3 * self.chin_drop
-        self.centre_lift = 0.022 * au[17]
+        self.centre_lift = 0.03 * au[17]
         closing = np.clip(1.0 - 0.85 * au[24] - 0.5 * au[23], 0.0, 1.0)
-        self.open_up = closing * (0.015 * au[25] + 0.03 * au[10] + 0.015 * au[26] + 0.025 * au[27])
+        self.open_up = closing * (0.015 * au[25] + 0.04 * au[10] + 0.015 * au[26] + 0.025 * au[27])
         self.open_down = closing * (0.025 * au[25] + 0.075 * au[26] + 0.12 * au[27])
         thinning = 1.0 - 0.55 * au[24] - 0.4 * au[23] - 0.25 * au[20]
         self.upper_lip = face["upper_lip"] * np.maximum(0.2, thinning)

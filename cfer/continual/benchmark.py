@@ -1,0 +1,248 @@
+"""The class-incremental benchmark of the paper: 6 basic expressions, then 15 compounds, one at a time.
+
+Maiden & Nakisa (2023) train a basic-expression model first and then add each compound expression as
+one new output unit. Here that protocol is an Avalanche ``class_incremental_benchmark`` whose
+experience 0 holds the basic classes (trained by :func:`cfer.training.basic.run_basic_phase`) and
+whose experience ``k >= 1`` holds the ``k``-th compound class of an order. Labels are renumbered in
+order of arrival (basic ``0..5``, then the compounds in stream order), which the growing head of
+``strategies`` relies on.
+
+Splits are subject-wise and follow the basic phase: the held-out test subjects are those of the basic
+phase's fold (the split is recomputed from the basic classes exactly as
+:func:`cfer.training.basic.run_basic_phase` computes it), validation subjects (early stopping only)
+come out of the remaining ones, and every image of a subject, basic or compound, lands on that
+subject's side. Every sample carries a ``sample_id`` data attribute (its position in its split), so
+replay buffers can be saved as indices and rebuilt on resume.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from avalanche.benchmarks.scenarios import CLScenario, class_incremental_benchmark
+from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
+from avalanche.benchmarks.utils import DataAttribute
+from avalanche.benchmarks.utils.classification_dataset import ClassificationDataset
+from avalanche.benchmarks.utils.transform_groups import TransformGroups
+from torch.utils.data import TensorDataset
+from torchvision.transforms import v2
+
+from cfer.data.dataset import FaceExpressionDataset
+from cfer.data.splits import train_val_test_split
+from cfer.training.augment import AugmentConfig
+
+__all__ = [
+    "SPLITS",
+    "IncrementalBenchmark",
+    "build_benchmark",
+    "draw_compound_orders",
+    "make_transforms",
+    "subject_split",
+    "to_classification_dataset",
+]
+
+logger = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+
+
+def draw_compound_orders(compounds: Sequence[str], orders: int, seed: int) -> list[tuple[str, ...]]:
+    """Random orders of arrival of the compound classes, as the reference's shuffled lists.
+
+    Args:
+        compounds: Compound class names.
+        orders: Number of orders to draw.
+        seed: Seed; equal seeds give equal orders.
+
+    Returns:
+        ``orders`` permutations of ``compounds``.
+
+    Raises:
+        ValueError: If ``orders`` is not positive.
+    """
+    if orders < 1:
+        raise ValueError(f"orders must be at least 1, got {orders}")
+    generator = np.random.default_rng(seed)
+    return [tuple(compounds[i] for i in generator.permutation(len(compounds))) for _ in range(orders)]
+
+
+def subject_split(
+    dataset: FaceExpressionDataset,
+    basic_classes: Sequence[str],
+    fold: int,
+    n_folds: int,
+    val_fraction: float,
+    seed: int,
+) -> dict[str, list[int]]:
+    """Subjects of the train, valid and test sides, as the basic phase splits them.
+
+    The split is computed on the basic-class images with the basic phase's arguments, so the test
+    subjects are exactly those the basic model never saw.
+
+    Args:
+        dataset: Images of every class of the stream.
+        basic_classes: Names of the basic classes.
+        fold: The basic phase's fold.
+        n_folds: The basic phase's number of folds.
+        val_fraction: Share of the non-test subjects used for validation.
+        seed: The basic phase's seed.
+
+    Returns:
+        Sorted subject ids by split name (``train``, ``valid``, ``test``).
+    """
+    basic = dataset.select_classes(basic_classes)
+    split = train_val_test_split(
+        basic.subject_ids.numpy(),
+        fold=fold,
+        n_folds=n_folds,
+        val_fraction=val_fraction,
+        seed=seed,
+        labels=basic.targets.numpy(),
+    )
+    subjects = basic.subject_ids.numpy()
+    return {
+        name: sorted({int(s) for s in subjects[indices]})
+        for name, indices in zip(SPLITS, (split.train, split.val, split.test))
+    }
+
+
+def make_transforms(
+    mean: Sequence[float], std: Sequence[float], augment: AugmentConfig
+) -> tuple[v2.Compose, v2.Compose]:
+    """Per-image transforms of uint8 ``(3, H, W)`` images: ``(train, eval)``.
+
+    Avalanche's data loaders transform one sample at a time, so the paper's augmentation is
+    torchvision's per-image ``RandomHorizontalFlip`` and ``RandomAffine`` with the ranges of
+    ``augment``; they draw from the global torch generator, which resume restores.
+    """
+    preprocess = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+    train = list(preprocess)
+    if augment.enabled:
+        if augment.flip:
+            train.append(v2.RandomHorizontalFlip())
+        train.append(
+            v2.RandomAffine(
+                degrees=augment.rotation,
+                translate=(augment.translate, augment.translate),
+                scale=(1.0 - augment.zoom, 1.0 + augment.zoom),
+            )
+        )
+    return v2.Compose(train), v2.Compose(preprocess)
+
+
+def to_classification_dataset(
+    dataset: FaceExpressionDataset, train_transform: v2.Compose, eval_transform: v2.Compose
+) -> ClassificationDataset:
+    """Wraps an in-memory dataset for Avalanche, with ``train``/``eval`` transform groups.
+
+    Items are ``(image, target, task_label)`` with task label 0; ``sample_id`` is each sample's
+    position in ``dataset``.
+    """
+    targets = dataset.targets.tolist()
+    groups = TransformGroups({"train": train_transform, "eval": eval_transform}, current_group="train")
+    return ClassificationDataset(
+        [TensorDataset(dataset.images, dataset.targets)],
+        data_attributes=[
+            DataAttribute(targets, "targets"),
+            DataAttribute([0] * len(targets), "targets_task_labels", use_in_getitem=True),
+            DataAttribute(list(range(len(targets))), "sample_id"),
+        ],
+        transform_groups=groups,
+    )
+
+
+@dataclass
+class IncrementalBenchmark:
+    """A basic-then-compound class-incremental benchmark and what it was built from."""
+
+    scenario: CLScenario  # Avalanche benchmark with train_stream, valid_stream and test_stream
+    classes: tuple[str, ...]  # class name of each label, in order of arrival
+    num_basic: int  # classes of experience 0
+    subjects: dict[str, list[int]]  # subject ids of each split
+    data: dict[str, ClassificationDataset]  # whole splits, labels in arrival order
+
+    @property
+    def n_experiences(self) -> int:
+        """Experiences of the stream: 1 basic + one per compound class."""
+        return len(self.classes) - self.num_basic + 1
+
+    def classes_of(self, experience: int) -> tuple[str, ...]:
+        """Class names of one experience."""
+        if experience == 0:
+            return self.classes[: self.num_basic]
+        return (self.classes[self.num_basic + experience - 1],)
+
+    def legacy_scenario(self):  # type: ignore[no-untyped-def]
+        """The same train/test streams from Avalanche's deprecated ``nc_benchmark``.
+
+        Only for Avalanche's iCaRL, which reads ``experience.benchmark.n_classes_per_exp`` and
+        ``classes_order``, attributes that the current generators no longer provide.
+        """
+        return nc_benchmark(
+            self.data["train"],
+            self.data["test"],
+            n_experiences=self.n_experiences,
+            task_labels=False,
+            fixed_class_order=list(range(len(self.classes))),
+            per_exp_classes={0: self.num_basic},
+        )
+
+
+def build_benchmark(
+    dataset: FaceExpressionDataset,
+    basic_classes: Sequence[str],
+    compound_order: Sequence[str],
+    subjects: dict[str, list[int]],
+    mean: Sequence[float],
+    std: Sequence[float],
+    augment: AugmentConfig = AugmentConfig(),
+) -> IncrementalBenchmark:
+    """Builds the benchmark of one order of compound classes.
+
+    Args:
+        dataset: Images of (at least) every class named.
+        basic_classes: Classes of experience 0 (the basic phase's, in its output order).
+        compound_order: Compound classes, one experience each, in order of arrival.
+        subjects: Subject ids by split name, e.g. from :func:`subject_split`.
+        mean: Per-channel normalisation mean the backbone expects.
+        std: Per-channel normalisation std.
+        augment: Augmentation of the training images.
+
+    Returns:
+        The benchmark; its labels follow ``basic_classes + compound_order``.
+
+    Raises:
+        ValueError: If the splits share subjects, a split lacks a class, or a class repeats.
+    """
+    if set(subjects) != set(SPLITS):
+        raise ValueError(f"subjects must have the keys {list(SPLITS)}, got {sorted(subjects)}")
+    names = tuple(basic_classes) + tuple(compound_order)
+    for first, second in ((0, 1), (0, 2), (1, 2)):
+        shared = set(subjects[SPLITS[first]]) & set(subjects[SPLITS[second]])
+        if shared:
+            raise ValueError(f"splits {SPLITS[first]} and {SPLITS[second]} share subjects {sorted(shared)[:5]}")
+    ordered = dataset.select_classes(names)  # labels now follow the order of arrival
+    train_transform, eval_transform = make_transforms(mean, std, augment)
+    data: dict[str, ClassificationDataset] = {}
+    for split in SPLITS:
+        keep = torch.isin(ordered.subject_ids, torch.tensor(subjects[split], dtype=torch.long))
+        part = ordered.subset(keep.nonzero().flatten())
+        missing = sorted(set(range(len(names))) - set(part.targets.tolist()))
+        if missing:
+            raise ValueError(f"split {split!r} has no images of {[names[i] for i in missing]}")
+        data[split] = to_classification_dataset(part, train_transform, eval_transform)
+    scenario = class_incremental_benchmark(
+        dict(data),
+        class_order=list(range(len(names))),
+        num_classes_per_exp=[len(basic_classes)] + [1] * len(compound_order),
+    )
+    logger.info(
+        "benchmark: %d experiences, %s images per split",
+        len(compound_order) + 1,
+        {split: len(d) for split, d in data.items()},
+    )
+    return IncrementalBenchmark(scenario, names, len(basic_classes), subjects, data)

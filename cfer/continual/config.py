@@ -1,0 +1,56 @@
+"""Settings of ``cfer train-incremental`` (:func:`cfer.continual.run_incremental`).
+
+Defaults are sized so that the whole default run (basic phase on one fold, then 15 compound steps of
+one order with the paper's strategy) finishes in about 10 minutes on a 2-core CPU; the paper's values
+are noted where they differ. Load with ``cfer.config.load_config(IncrementalConfig, path, overrides)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cfer.continual.early_stopping import EarlyStoppingMetric
+from cfer.data.sources import DataConfig
+from cfer.models.classifier import ModelConfig
+from cfer.training.augment import AugmentConfig
+from cfer.training.basic import BasicPhaseConfig
+
+__all__ = ["IncrementalConfig", "default_basic_phase"]
+
+
+def default_basic_phase() -> BasicPhaseConfig:
+    """The basic phase of the default run: one fold of a smaller dataset, few epochs (CPU time)."""
+    return BasicPhaseConfig(
+        data=DataConfig(size=48, subjects=60),
+        model=ModelConfig(),
+        fold=0,
+        head_epochs=3,
+        finetune_epochs=4,
+        patience=2,
+        progress=False,
+    )
+
+
+@dataclass(frozen=True)
+class IncrementalConfig:
+    """Basic phase, then compound classes added one at a time with continual-learning strategies."""
+
+    basic: BasicPhaseConfig = field(default_factory=default_basic_phase)  # data, model, basic training
+    strategies: list[str] = field(default_factory=lambda: ["cfer"])  # names in strategies.STRATEGIES
+    orders: int = 1  # random orders of the compound classes; results are averaged over them (paper: 10)
+    class_order: list[str] | None = None  # one fixed compound order instead of random ones
+    seed: int = 0  # compound orders, training randomness
+    epochs: int = 4  # most epochs per incremental step (reference: up to 1000, patience 100)
+    patience: int = 2  # epochs without validation improvement before a step stops; 0 disables
+    early_stopping_metric: EarlyStoppingMetric = "accuracy"  # 'accuracy' (reference) or 'loss'
+    lr: float = 1e-4  # Adam learning rate of the incremental steps
+    batch_size: int = 32  # training mini-batch size
+    eval_batch_size: int = 128  # evaluation mini-batch size
+    trainable_blocks: int = 2  # last backbone block groups trained (reference: its last stage)
+    memory_fraction: float = 0.3  # replay budget M as a share of the stream's training images (paper)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # augmentation of training images
+    strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-strategy config fields
+    max_experiences: int | None = None  # stop each run after this many experiences; rerun to resume
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda[:k]"
+    progress: bool = False  # Avalanche's interactive logger on the terminal

@@ -1,0 +1,287 @@
+"""Results of the continual phase: per-run summaries, aggregates over orders, JSON, Markdown, plots.
+
+Per run (one strategy, one order): accuracy after every step on the classes seen so far, on the basic
+and on the compound ones, a confusion matrix per step, forgetting and BWT
+(:mod:`cfer.continual.metrics`) and time per step. Per strategy, over orders: the paper's Overall
+Accuracy and the mean and standard deviation of every step's accuracy, plotted against the number of
+observed classes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cfer.continual.benchmark import IncrementalBenchmark
+from cfer.continual.metrics import accuracy_matrix, average_forgetting, backward_transfer, overall_accuracy
+from cfer.io import atomic_write, atomic_write_text, write_json
+from cfer.reports import plot_confusion_matrix
+
+__all__ = ["format_incremental_summary", "plot_accuracy_curves", "summarize_run", "write_reports"]
+
+logger = logging.getLogger(__name__)
+
+
+def _group_accuracy(matrix: np.ndarray, rows: range) -> float | None:
+    """Accuracy over the images whose true class is in ``rows``; None if there are none."""
+    selected = matrix[list(rows)]
+    total = selected.sum()
+    if total == 0:
+        return None
+    return float(sum(matrix[row, row] for row in rows) / total)
+
+
+def summarize_run(
+    name: str, benchmark: IncrementalBenchmark, steps: Sequence[Mapping[str, Any]], memory_size: int
+) -> dict[str, Any]:
+    """Summary of one strategy's run over one order.
+
+    Args:
+        name: Strategy name.
+        benchmark: The stream it ran on.
+        steps: One record per finished experience, as the runner makes them (``accuracy``,
+            ``experience_accuracy``, ``confusion_matrix``, timings ...).
+        memory_size: The replay budget it was given.
+
+    Returns:
+        JSON-ready dict: the steps (with ``basic_accuracy`` and ``compound_accuracy`` added), the
+        step accuracies, their mean, the final accuracies, forgetting, BWT and total times.
+    """
+    records = []
+    for step in steps:
+        matrix = np.asarray(step["confusion_matrix"])
+        seen = benchmark.num_basic + int(step["step"])
+        records.append(
+            dict(step)
+            | {
+                "basic_accuracy": _group_accuracy(matrix, range(benchmark.num_basic)),
+                "compound_accuracy": _group_accuracy(matrix, range(benchmark.num_basic, seen)),
+            }
+        )
+    rows = [step["experience_accuracy"] for step in records]
+    last = records[-1] if records else None
+    return {
+        "strategy": name,
+        "order": list(benchmark.classes[benchmark.num_basic :]),
+        "classes": list(benchmark.classes),
+        "memory_size": memory_size,
+        "complete": len(records) == benchmark.n_experiences,
+        "step_accuracy": [step["accuracy"] for step in records],
+        "average_step_accuracy": float(np.mean([s["accuracy"] for s in records])) if records else None,
+        "final_accuracy": last["accuracy"] if last else None,
+        "final_basic_accuracy": last["basic_accuracy"] if last else None,
+        "final_compound_accuracy": last["compound_accuracy"] if last else None,
+        "average_forgetting": average_forgetting(rows) if rows else None,
+        "backward_transfer": backward_transfer(rows) if rows else None,
+        "wall_seconds": float(sum(s["wall_seconds"] for s in records)),
+        "cpu_seconds": float(sum(s["cpu_seconds"] for s in records)),
+        "steps": records,
+    }
+
+
+def _mean_std(values: Sequence[float | None]) -> dict[str, float | None]:
+    present = [v for v in values if v is not None]
+    if not present:
+        return {"mean": None, "std": None}
+    return {"mean": float(np.mean(present)), "std": float(np.std(present))}
+
+
+def _aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    length = min(len(run["step_accuracy"]) for run in runs)
+    steps = np.asarray([run["step_accuracy"][:length] for run in runs], dtype=float)
+    fields = (
+        "final_accuracy",
+        "final_basic_accuracy",
+        "final_compound_accuracy",
+        "average_forgetting",
+        "backward_transfer",
+        "wall_seconds",
+        "cpu_seconds",
+    )
+    return {
+        "orders": len(runs),
+        "complete": all(run["complete"] for run in runs),
+        "overall_accuracy": overall_accuracy(steps) if length else None,
+        "step_accuracy_mean": steps.mean(axis=0).tolist(),
+        "step_accuracy_std": steps.std(axis=0).tolist(),
+        "num_classes": [int(step["num_classes"]) for step in runs[0]["steps"][:length]],
+    } | {name: _mean_std([run[name] for run in runs]) for name in fields}
+
+
+def plot_accuracy_curves(aggregates: Mapping[str, Mapping[str, Any]], path: str | Path) -> Path:
+    """Accuracy on the seen classes against the number of observed classes, one line per strategy.
+
+    The band is the mean plus or minus one standard deviation over orders.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for name, aggregate in aggregates.items():
+        x = np.asarray(aggregate["num_classes"])
+        mean = np.asarray(aggregate["step_accuracy_mean"])
+        std = np.asarray(aggregate["step_accuracy_std"])
+        label = f"{name} (overall {aggregate['overall_accuracy']:.3f})"
+        (line,) = axis.plot(x, mean, marker="o", markersize=3, label=label)
+        axis.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    axis.set_xlabel("number of observed classes")
+    axis.set_ylabel("test accuracy on the observed classes")
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    orders = max((a["orders"] for a in aggregates.values()), default=0)
+    axis.set_title(f"class-incremental accuracy (mean ± std over {orders} order(s))")
+    try:
+        return atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120, bbox_inches="tight"))
+    finally:
+        plt.close(figure)
+
+
+def _plot_run_confusions(run: Mapping[str, Any], folder: Path) -> None:
+    classes = run["classes"]
+    for step in run["steps"]:
+        path = folder / f"step_{int(step['step']):02d}.png"
+        if path.exists():
+            continue
+        seen = int(step["num_classes"])
+        matrix = [row[:seen] for row in step["confusion_matrix"][:seen]]
+        title = f"{run['strategy']} step {step['step']} (+{', '.join(step['new_classes'])}): accuracy {step['accuracy']:.3f}"
+        plot_confusion_matrix(matrix, classes[:seen], path, title=title)
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _markdown(summary: Mapping[str, Any]) -> str:
+    strategies = summary["strategies"]
+    lines = [
+        "# Continual phase: compound expressions added one at a time",
+        "",
+        "Accuracy (%) on the held-out test subjects, over the classes seen so far; mean over orders "
+        "(± std). Overall accuracy: step accuracies (basic step included) averaged over orders, then "
+        "over steps (Maiden & Nakisa 2023).",
+        "",
+        "| strategy | orders | overall | final | final basic | final compound | forgetting | BWT | wall s | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in strategies.items():
+        a = entry["aggregate"]
+
+        def cell(field: str) -> str:
+            value = a[field]
+            if value["mean"] is None:
+                return "–"
+            return f"{_percent(value['mean'])} ± {_percent(value['std'])}"
+
+        lines.append(
+            f"| {name} | {a['orders']}{'' if a['complete'] else ' (partial)'} | {_percent(a['overall_accuracy'])} | "
+            f"{cell('final_accuracy')} | {cell('final_basic_accuracy')} | {cell('final_compound_accuracy')} | "
+            f"{cell('average_forgetting')} | {cell('backward_transfer')} | "
+            f"{a['wall_seconds']['mean'] or 0:.0f} | {a['cpu_seconds']['mean'] or 0:.0f} |"
+        )
+    names = list(strategies)
+    if names:
+        lines += ["", "## Accuracy (%) after each step", "", "| step | classes | " + " | ".join(names) + " |",
+                  "|---|---|" + "---|" * len(names)]
+        first = strategies[names[0]]["aggregate"]
+        for index, classes in enumerate(first["num_classes"]):
+            cells = []
+            for name in names:
+                a = strategies[name]["aggregate"]
+                if index < len(a["step_accuracy_mean"]):
+                    cells.append(f"{_percent(a['step_accuracy_mean'][index])} ± {_percent(a['step_accuracy_std'][index])}")
+                else:
+                    cells.append("–")
+            lines.append(f"| {index} | {classes} | " + " | ".join(cells) + " |")
+    lines += ["", f"Wall time {summary['wall_seconds']:.0f} s, process CPU time {summary['cpu_seconds']:.0f} s (this session).", ""]
+    return "\n".join(lines)
+
+
+def write_reports(
+    out_dir: str | Path,
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    basic: Mapping[str, Any],
+    subjects: Mapping[str, Sequence[int]],
+    wall_seconds: float,
+    cpu_seconds: float,
+) -> dict[str, Any]:
+    """Writes ``results.json``, ``results.md``, ``accuracy_vs_classes.png`` and per-step confusion matrices.
+
+    Args:
+        out_dir: Run directory.
+        runs: Per strategy, one summary per order (from :func:`summarize_run`).
+        basic: The basic phase's summary.
+        subjects: Subjects of each split.
+        wall_seconds: Wall time of this session.
+        cpu_seconds: Process CPU time of this session.
+
+    Returns:
+        The summary written to ``results.json``.
+    """
+    out_dir = Path(out_dir)
+    strategies: dict[str, Any] = {}
+    for name, name_runs in runs.items():
+        for order_index, run in enumerate(name_runs):
+            _plot_run_confusions(run, out_dir / "runs" / name / f"order_{order_index}" / "confusion")
+        with_steps = [run for run in name_runs if run["steps"]]
+        strategies[name] = {
+            "aggregate": _aggregate(with_steps) if with_steps else None,
+            "runs": list(name_runs),
+        }
+    summary = {
+        "complete": all(run["complete"] for name_runs in runs.values() for run in name_runs),
+        "basic": {key: basic.get(key) for key in ("classes", "best_fold", "best_fold_test", "test_accuracy_mean", "wall_seconds")},
+        "subjects": {split: list(ids) for split, ids in subjects.items()},
+        "wall_seconds": wall_seconds,
+        "cpu_seconds": cpu_seconds,
+        "strategies": strategies,
+    }
+    write_json(out_dir / "results.json", summary)
+    reported = {name: entry for name, entry in strategies.items() if entry["aggregate"] is not None}
+    atomic_write_text(out_dir / "results.md", _markdown(summary | {"strategies": reported}))
+    if reported:
+        plot_accuracy_curves({name: entry["aggregate"] for name, entry in reported.items()}, out_dir / "accuracy_vs_classes.png")
+    return summary
+
+
+def format_incremental_summary(summary: Mapping[str, Any], out_dir: str | Path) -> str:
+    """A few lines for the terminal: overall and final accuracies per strategy, and where files are.
+
+    Args:
+        summary: What :func:`cfer.continual.run_incremental` returned.
+        out_dir: Its run directory.
+
+    Returns:
+        The text.
+    """
+    out_dir = Path(out_dir)
+    lines = []
+    basic_test = (summary.get("basic") or {}).get("best_fold_test") or {}
+    if "accuracy" in basic_test:
+        lines.append(f"basic phase: test accuracy {basic_test['accuracy']:.3f} (fold {summary['basic']['best_fold']})")
+    for name, entry in summary["strategies"].items():
+        a = entry["aggregate"]
+        if a is None:
+            lines.append(f"{name}: no finished step")
+            continue
+        state = "" if a["complete"] else " [partial: rerun with the same --out to resume]"
+        lines.append(
+            f"{name}: overall accuracy {a['overall_accuracy']:.3f} over {a['orders']} order(s); final "
+            f"{a['final_accuracy']['mean']:.3f} (basic {_fmt(a['final_basic_accuracy']['mean'])}, "
+            f"compound {_fmt(a['final_compound_accuracy']['mean'])}), forgetting "
+            f"{_fmt(a['average_forgetting']['mean'])}, BWT {_fmt(a['backward_transfer']['mean'])}{state}"
+        )
+    lines.append(f"time: {summary['wall_seconds']:.0f} s wall, {summary['cpu_seconds']:.0f} s CPU")
+    lines.append(f"results: {out_dir / 'results.md'}, {out_dir / 'results.json'}, {out_dir / 'accuracy_vs_classes.png'}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"

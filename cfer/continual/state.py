@@ -1,0 +1,198 @@
+"""What a strategy remembers between experiences, as tensors and plain values, for resuming.
+
+A run saves after every experience and must, started again, continue exactly where it stopped. The
+model's and optimizer's state dicts, Avalanche's clock and the random generators are common to every
+strategy (see :mod:`cfer.continual.runner`); what else a strategy carries from one experience to the
+next is specific to it, so each registered strategy has a :class:`StrategyState` that captures it
+(``capture``) and puts it back into a freshly built strategy (``restore``). Replay buffers are saved
+as the ``sample_id`` s of their samples (see :mod:`cfer.continual.benchmark`) in buffer order, and
+rebuilt as subsets of the training split. Everything is loadable with ``torch.load(weights_only=True)``.
+
+A strategy without an entry cannot resume mid-stream; its run restarts from experience 0.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from avalanche.benchmarks.utils import AvalancheDataset
+from avalanche.training.plugins import LwFPlugin, ReplayPlugin
+from avalanche.training.storage_policy import ReservoirSamplingBuffer
+from avalanche.training.templates import SupervisedTemplate
+from torch import nn
+
+from strategies.plugins import DistillationPlugin, PSMRReplayPlugin, frozen_copy
+from strategies.psmr import _RankedClassBuffer
+
+__all__ = ["STRATEGY_STATES", "RestoreContext", "StrategyState", "get_strategy_state"]
+
+
+@dataclass(frozen=True)
+class RestoreContext:
+    """What a restore may need besides the saved state."""
+
+    train_data: AvalancheDataset  # the training split; buffers are subsets of it
+    basic_model: nn.Module  # the basic-phase model (teacher of 'cfer')
+
+
+@dataclass(frozen=True)
+class StrategyState:
+    """How to save and restore one strategy's memory between experiences."""
+
+    capture: Callable[[SupervisedTemplate], dict[str, Any]]  # strategy -> tensors and plain values
+    restore: Callable[[SupervisedTemplate, dict[str, Any], RestoreContext], None]  # inverse
+
+
+def _plugin(strategy: SupervisedTemplate, kind: type) -> Any:
+    for plugin in strategy.plugins:
+        if isinstance(plugin, kind):
+            return plugin
+    raise LookupError(f"strategy {type(strategy).__name__} has no {kind.__name__}")
+
+
+def _ids(data: AvalancheDataset) -> torch.Tensor:
+    return torch.as_tensor(list(data.sample_id), dtype=torch.long)
+
+
+def _nothing(strategy: SupervisedTemplate) -> dict[str, Any]:
+    return {}
+
+
+def _restore_nothing(strategy: SupervisedTemplate, state: dict[str, Any], context: RestoreContext) -> None:
+    return None
+
+
+def _capture_cfer(strategy: SupervisedTemplate) -> dict[str, Any]:
+    memory = _plugin(strategy, PSMRReplayPlugin).storage_policy
+    groups = [
+        {"class_id": int(class_id), "max_size": group.max_size, "sample_ids": _ids(group.buffer)}
+        for class_id, group in memory.buffer_groups.items()
+    ]
+    return {"max_size": memory.max_size, "groups": groups}
+
+
+def _restore_cfer(strategy: SupervisedTemplate, state: dict[str, Any], context: RestoreContext) -> None:
+    memory = _plugin(strategy, PSMRReplayPlugin).storage_policy
+    memory.max_size = int(state["max_size"])
+    memory.buffer_groups.clear()
+    for saved in state["groups"]:
+        group = _RankedClassBuffer(int(saved["max_size"]))
+        group.buffer = context.train_data.subset(saved["sample_ids"].tolist())
+        memory.buffer_groups[int(saved["class_id"])] = group
+    distillation = next((p for p in strategy.plugins if isinstance(p, DistillationPlugin)), None)
+    if (
+        distillation is not None
+        and distillation.teacher_mode == "basic"
+        and strategy.clock.train_exp_counter > distillation.basic_experiences
+    ):
+        # the 'basic' teacher is the model at the start of the first incremental step, which the
+        # zero-epoch basic experience leaves equal to the basic-phase model
+        distillation.teacher = frozen_copy(context.basic_model).to(strategy.device)
+
+
+def _capture_replay(strategy: SupervisedTemplate) -> dict[str, Any]:
+    memory = _plugin(strategy, ReplayPlugin).storage_policy
+    groups = [
+        {
+            "key": int(key),
+            "max_size": group.max_size,
+            "sample_ids": _ids(group.buffer),
+            "weights": group._buffer_weights.clone(),
+        }
+        for key, group in memory.buffer_groups.items()
+    ]
+    return {"max_size": memory.max_size, "num_experiences": memory._num_exps, "groups": groups}
+
+
+def _restore_replay(strategy: SupervisedTemplate, state: dict[str, Any], context: RestoreContext) -> None:
+    memory = _plugin(strategy, ReplayPlugin).storage_policy
+    memory.max_size = int(state["max_size"])
+    memory._num_exps = int(state["num_experiences"])
+    memory.buffer_groups.clear()
+    for saved in state["groups"]:
+        group = ReservoirSamplingBuffer(int(saved["max_size"]))
+        group.buffer = context.train_data.subset(saved["sample_ids"].tolist())
+        group._buffer_weights = saved["weights"]
+        memory.buffer_groups[int(saved["key"])] = group
+
+
+def _capture_lwf(strategy: SupervisedTemplate) -> dict[str, Any]:
+    lwf = _plugin(strategy, LwFPlugin).lwf
+    classes = {int(task): sorted(int(c) for c in seen) for task, seen in lwf.prev_classes_by_task.items()}
+    return {"expcount": lwf.expcount, "prev_classes_by_task": classes}
+
+
+def _restore_lwf(strategy: SupervisedTemplate, state: dict[str, Any], context: RestoreContext) -> None:
+    lwf = _plugin(strategy, LwFPlugin).lwf
+    lwf.expcount = int(state["expcount"])
+    lwf.prev_classes_by_task = defaultdict(
+        set, {int(task): set(seen) for task, seen in state["prev_classes_by_task"].items()}
+    )
+    if lwf.expcount > 0:
+        # LwF snapshots the model at the end of every experience, which is the restored model
+        lwf.prev_model = copy.deepcopy(strategy.model)
+
+
+def _icarl_plugins(strategy: SupervisedTemplate) -> tuple[Any, Any]:
+    from avalanche.training.losses import ICaRLLossPlugin
+    from avalanche.training.supervised.icarl import _ICaRLPlugin
+
+    return _plugin(strategy, _ICaRLPlugin), _plugin(strategy, ICaRLLossPlugin)
+
+
+def _capture_icarl(strategy: SupervisedTemplate) -> dict[str, Any]:
+    icarl, loss = _icarl_plugins(strategy)
+    return {
+        "x_memory": [x.cpu() for x in icarl.x_memory],
+        "y_memory": [list(map(int, y)) for y in icarl.y_memory],
+        "order": [o.cpu() for o in icarl.order],
+        "observed_classes": [int(c) for c in icarl.observed_classes],
+        "class_means": {int(c): m.cpu() for c, m in icarl.class_means.items()},
+        "embedding_size": icarl.embedding_size,
+        "output_size": icarl.output_size,
+        "input_size": list(icarl.input_size) if icarl.input_size is not None else None,
+        "old_classes": [int(c) for c in loss.old_classes],
+    }
+
+
+def _restore_icarl(strategy: SupervisedTemplate, state: dict[str, Any], context: RestoreContext) -> None:
+    icarl, loss = _icarl_plugins(strategy)
+    device = strategy.device
+    icarl.x_memory = [x.to(device) for x in state["x_memory"]]
+    icarl.y_memory = [list(y) for y in state["y_memory"]]
+    icarl.order = list(state["order"])
+    icarl.observed_classes = list(state["observed_classes"])
+    icarl.class_means = {int(c): m.to(device) for c, m in state["class_means"].items()}
+    icarl.embedding_size = state["embedding_size"]
+    icarl.output_size = state["output_size"]
+    icarl.input_size = torch.Size(state["input_size"]) if state["input_size"] is not None else None
+    if icarl.class_means:
+        strategy.model.eval_classifier.replace_class_means_dict(icarl.class_means)
+    loss.old_classes = list(state["old_classes"])
+    if loss.old_classes:
+        loss.old_model = copy.deepcopy(strategy.model).to(device)
+
+
+_CFER = StrategyState(_capture_cfer, _restore_cfer)
+_NONE = StrategyState(_nothing, _restore_nothing)
+
+STRATEGY_STATES: dict[str, StrategyState] = {
+    "cfer": _CFER,
+    "cfer-no-kd": _CFER,
+    "cfer-random-memory": _CFER,
+    "naive": _NONE,
+    "replay": StrategyState(_capture_replay, _restore_replay),
+    "lwf": StrategyState(_capture_lwf, _restore_lwf),
+    "icarl": StrategyState(_capture_icarl, _restore_icarl),
+}
+"""Resumable strategies by registry name (see :data:`strategies.STRATEGIES`)."""
+
+
+def get_strategy_state(name: str) -> StrategyState | None:
+    """The :class:`StrategyState` of a registered strategy, or None if it cannot resume."""
+    return STRATEGY_STATES.get(name)

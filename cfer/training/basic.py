@@ -1,0 +1,312 @@
+"""The basic phase: fine-tune an ImageNet CNN on the basic expressions, with subject-wise CV.
+
+Maiden & Nakisa (2023) train in two stages (the head with the backbone frozen, then the upper
+blocks at a lower learning rate), early-stop on the validation loss, cross-validate over 10
+subject-wise folds and carry the best fold's model into the continual phase as backbone and
+distillation teacher. Here each fold keeps three disjoint subject sets: ``train``, ``val`` (early
+stopping and fold selection) and ``test`` (the fold's held-out subjects, which are reported and never
+used to select anything). The reference selects on the split it reports; this does not.
+
+A run directory holds, per fold, ``fold_<k>/model.safetensors``, ``metrics.json``,
+``confusion_matrix.png`` and ``curves.png``; at the top, ``config.yaml`` (the resolved config),
+``model.safetensors`` (the selected fold's model) and ``metrics.json`` (all folds). Every file is
+written atomically, and ``fold_<k>/state.pt`` (written after each epoch) lets an interrupted run
+resume where it stopped when started again with the same directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cfer.config import config_to_dict, save_config
+from cfer.data.dataset import FaceExpressionDataset
+from cfer.data.sources import DataConfig, load_dataset
+from cfer.data.splits import train_val_test_split
+from cfer.io import atomic_write, read_json, write_json
+from cfer.models.checkpoint import load_checkpoint, save_checkpoint
+from cfer.models.classifier import ModelConfig, create_model, freeze_backbone
+from cfer.reports import classification_metrics, plot_confusion_matrix, plot_curves
+from cfer.taxonomy import BASIC, NEUTRAL
+from cfer.training.augment import AugmentConfig, BatchAugment, make_preprocess
+from cfer.training.loop import EarlyStopping, Trainer, make_loader, resolve_device
+
+__all__ = ["BasicPhaseConfig", "basic_classes", "load_basic_model", "run_basic_phase"]
+
+logger = logging.getLogger(__name__)
+
+_STAGES = ("head", "finetune")
+
+
+@dataclass(frozen=True)
+class BasicPhaseConfig:
+    """Settings of ``cfer train-basic``; defaults follow the paper where the CPU budget allows."""
+
+    data: DataConfig = field(default_factory=DataConfig)  # the images
+    model: ModelConfig = field(default_factory=ModelConfig)  # backbone, weights and head
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training augmentation
+    include_neutral: bool = False  # the paper leaves neutral out of the basic classes
+    folds: int = 10  # subject-wise cross-validation folds, as in the paper
+    fold: int | None = None  # run this fold only; None runs every fold
+    val_fraction: float = 0.15  # share of each fold's training subjects kept for early stopping
+    seed: int = 0  # splits, initialisation and augmentation
+    batch_size: int = 32  # images per step
+    head_epochs: int = 30  # stage 1: epochs with the backbone frozen
+    head_lr: float = 3e-3  # stage 1 learning rate (Adam)
+    head_on_cached_features: bool = True  # stage 1 trains on features computed once, unaugmented
+    finetune_epochs: int = 12  # stage 2: epochs with the upper blocks trainable
+    finetune_lr: float = 2e-4  # stage 2 learning rate (Adam), lower as in the paper
+    patience: int = 4  # epochs without a lower validation loss before a stage stops
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda[:k]"
+    progress: bool = True  # progress bars
+
+
+def basic_classes(config: BasicPhaseConfig) -> tuple[str, ...]:
+    """The classes of the basic phase: the 6 basic expressions, and neutral if asked for."""
+    return ((NEUTRAL,) if config.include_neutral else ()) + BASIC
+
+
+def run_basic_phase(config: BasicPhaseConfig, out_dir: str | Path, dataset: FaceExpressionDataset | None = None) -> dict:
+    """Trains and evaluates the basic phase, resuming whatever a previous run left in ``out_dir``.
+
+    Args:
+        config: The settings.
+        out_dir: The run directory.
+        dataset: Optional dataset to use instead of loading ``config.data`` (its classes must be
+            the basic classes).
+
+    Returns:
+        The run summary that is also written to ``out_dir/metrics.json``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_resumable(config, out_dir)
+    save_config(config, out_dir / "config.yaml")
+    classes = basic_classes(config)
+    start = time.perf_counter()
+    dataset = load_dataset(config.data, classes) if dataset is None else dataset.select_classes(classes)
+    logger.info("basic phase on %d images of %d subjects, classes %s", len(dataset), len(dataset.subjects()), classes)
+    folds = range(config.folds) if config.fold is None else [config.fold]
+    if config.fold is not None and not 0 <= config.fold < config.folds:
+        raise ValueError(f"fold must be in [0, {config.folds}), got {config.fold}")
+    results = [_run_fold(config, dataset, fold, out_dir / f"fold_{fold}") for fold in folds]
+
+    # Select on validation accuracy, never on the test accuracy that is reported.
+    best = max(results, key=lambda r: (r["val_accuracy"], -r["fold"]))
+    shutil.copyfile(out_dir / f"fold_{best['fold']}" / "model.safetensors", out_dir / ".model.safetensors.tmp")
+    (out_dir / ".model.safetensors.tmp").replace(out_dir / "model.safetensors")
+    accuracies = [r["test"]["accuracy"] for r in results]
+    summary = {
+        "classes": list(classes),
+        "folds": [{k: r[k] for k in ("fold", "val_accuracy", "epochs", "seconds")} | {"test_accuracy": r["test"]["accuracy"]}
+                  for r in results],
+        "test_accuracy_mean": float(np.mean(accuracies)),
+        "test_accuracy_std": float(np.std(accuracies)),
+        "best_fold": best["fold"],
+        "best_fold_test": best["test"],
+        "chance": 1.0 / len(classes),
+        "wall_seconds": time.perf_counter() - start,
+        "model": "model.safetensors",
+    }
+    write_json(out_dir / "metrics.json", summary)
+    return summary
+
+
+def load_basic_model(run_dir: str | Path):
+    """Loads the selected model of a finished basic-phase run.
+
+    Returns:
+        ``(model, metadata)`` as :func:`cfer.models.classifier.load_checkpoint` gives them; the
+        metadata holds the class names in output order.
+
+    Raises:
+        FileNotFoundError: If the run has not finished.
+    """
+    path = Path(run_dir) / "model.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `cfer train-basic --out {run_dir}` first (it resumes if interrupted)")
+    return load_checkpoint(path)
+
+
+def _check_resumable(config: BasicPhaseConfig, out_dir: Path) -> None:
+    """Refuses to resume a run directory that was started with different settings."""
+    saved = out_dir / "config.yaml"
+    if not saved.exists():
+        return
+    import yaml
+
+    previous = yaml.safe_load(saved.read_text())
+    current = config_to_dict(config)
+    ignored = {"fold", "progress", "device"}  # these may change between sessions of one run
+    differing = sorted(k for k in set(previous) | set(current) if k not in ignored and previous.get(k) != current.get(k))
+    if differing:
+        raise ValueError(
+            f"{out_dir} holds a run with different settings ({', '.join(differing)}); "
+            f"use another --out, or delete {out_dir} to start over"
+        )
+
+
+def _run_fold(config: BasicPhaseConfig, dataset: FaceExpressionDataset, fold: int, fold_dir: Path) -> dict:
+    done = fold_dir / "metrics.json"
+    if done.exists():
+        logger.info("fold %d already finished; reusing %s", fold, done)
+        return read_json(done)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    fold_start = time.perf_counter()
+    device = resolve_device(config.device)
+    split = train_val_test_split(dataset.subject_ids.numpy(), fold=fold, n_folds=config.folds,
+                                 val_fraction=config.val_fraction, seed=config.seed, labels=dataset.targets.numpy())
+    train, val, test = (dataset.subset(indices) for indices in split)
+
+    torch.manual_seed(config.seed * 1000 + fold)
+    generator = torch.Generator().manual_seed(config.seed * 1000 + fold)
+    model = create_model(config.model, num_classes=len(dataset.classes))
+    trainer = Trainer(
+        model,
+        preprocess=make_preprocess(model.data_config["mean"], model.data_config["std"]),
+        augment=BatchAugment(config.augment, generator=generator),
+        device=device,
+        regularizer=_head_l2,
+        progress=config.progress,
+    )
+    train_loader = make_loader(train, config.batch_size, shuffle=True, device=device, generator=generator)
+    val_loader = make_loader(val, 256, shuffle=False, device=device)
+    history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "train_accuracy": [], "val_accuracy": []}
+    throughput: list[float] = []
+    state_path = fold_dir / "state.pt"
+    resume = torch.load(state_path, weights_only=True) if state_path.exists() else None
+    if resume is not None:
+        logger.info("fold %d: resuming at stage %s, epoch %d", fold, _STAGES[resume["stage"]], resume["epoch"] + 1)
+        history, throughput = resume["history"], resume["throughput"]
+
+    stages = [(config.head_epochs, config.head_lr, 0), (config.finetune_epochs, config.finetune_lr, config.model.trainable_blocks)]
+    # One stopper across both stages: fine-tuning must beat the head stage's best loss to count.
+    stopper = EarlyStopping(config.patience)
+    for stage, (epochs, lr, trainable_blocks) in enumerate(stages):
+        if resume is not None and stage < resume["stage"]:
+            continue
+        freeze_backbone(trainer.model, trainable_blocks, train_batchnorm=config.model.train_batchnorm)
+        optimizer = torch.optim.Adam([p for p in trainer.model.parameters() if p.requires_grad], lr=lr)
+        stopper.epochs_without_improvement = 0
+        first_epoch = 0
+        if resume is not None and stage == resume["stage"]:
+            trainer.model.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            stopper.load_state_dict(resume["early_stopping"])
+            torch.set_rng_state(resume["torch_rng"])
+            generator.set_state(resume["generator"])
+            first_epoch = resume["epoch"] + 1
+            if resume["stopped"]:
+                first_epoch = epochs
+        stopped = False
+        if stage == 0 and config.head_on_cached_features and first_epoch < epochs:
+            # A frozen backbone in eval mode maps each image to fixed features, so stage 1 needs
+            # one backbone pass instead of one per epoch; the price is no augmentation in stage 1.
+            _fit_head_on_features(trainer, train, val, optimizer, stopper, epochs, config, generator, history)
+            first_epoch = epochs
+        for epoch in range(first_epoch, epochs):
+            stats = trainer.train_epoch(train_loader, optimizer, f"fold {fold} {_STAGES[stage]} {epoch + 1}/{epochs}")
+            evaluation = trainer.evaluate(val_loader, "val")
+            history["train_loss"].append(stats.loss)
+            history["train_accuracy"].append(stats.accuracy)
+            history["val_loss"].append(evaluation.loss)
+            history["val_accuracy"].append(evaluation.accuracy)
+            throughput.append(stats.images_per_second)
+            logger.info("fold %d %s epoch %d: train loss %.3f acc %.3f | val loss %.3f acc %.3f | %.0f img/s",
+                        fold, _STAGES[stage], epoch + 1, stats.loss, stats.accuracy, evaluation.loss,
+                        evaluation.accuracy, stats.images_per_second)
+            stopped = stopper.step(evaluation.loss, trainer.model, epoch)
+            _save_state(state_path, stage, epoch, stopped, trainer.model, optimizer, stopper, generator, history, throughput)
+            if stopped:
+                break
+        stopper.restore(trainer.model)
+        resume = None
+
+    test_eval = trainer.evaluate(make_loader(test, 256, shuffle=False, device=device), "test")
+    val_eval = trainer.evaluate(val_loader, "val")
+    test_metrics = classification_metrics(test_eval.targets, test_eval.predictions, dataset.classes)
+    save_checkpoint(trainer.model.cpu(), fold_dir / "model.safetensors",
+                    {"classes": list(dataset.classes), "phase": "basic", "fold": fold})
+    result = {
+        "fold": fold,
+        "val_accuracy": val_eval.accuracy,
+        "test": test_metrics,
+        "epochs": len(history["train_loss"]),
+        "seconds": time.perf_counter() - fold_start,
+        "train_images_per_second": float(np.median(throughput)) if throughput else 0.0,
+        "subjects": {name: sorted(set(dataset.subject_ids[idx].tolist())) for name, idx in split._asdict().items()},
+        "history": history,
+    }
+    plot_confusion_matrix(test_metrics["confusion_matrix"], dataset.classes, fold_dir / "confusion_matrix.png",
+                          title=f"fold {fold}: test accuracy {test_metrics['accuracy']:.3f}")
+    plot_curves(history, fold_dir / "curves.png", title=f"fold {fold}")
+    write_json(done, result)
+    state_path.unlink(missing_ok=True)
+    return result
+
+
+def _fit_head_on_features(trainer: Trainer, train: FaceExpressionDataset, val: FaceExpressionDataset,
+                          optimizer: torch.optim.Optimizer, stopper: EarlyStopping, epochs: int,
+                          config: BasicPhaseConfig, generator: torch.Generator, history: dict) -> None:
+    model = trainer.model
+    train_features, val_features = (_features(trainer, d) for d in (train, val))
+    train_targets, val_targets = train.targets.to(trainer.device), val.targets.to(trainer.device)
+    for epoch in range(epochs):
+        model.head.train()
+        total, correct = 0.0, 0
+        for batch in torch.randperm(len(train_features), generator=generator).split(config.batch_size):
+            logits = model.head(train_features[batch])
+            loss = torch.nn.functional.cross_entropy(logits, train_targets[batch]) + _head_l2(model)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+            correct += int((logits.argmax(1) == train_targets[batch]).sum())
+        model.head.eval()
+        with torch.no_grad():
+            val_logits = model.head(val_features)
+            val_loss = torch.nn.functional.cross_entropy(val_logits, val_targets).item()
+            val_accuracy = float((val_logits.argmax(1) == val_targets).float().mean())
+        history["train_loss"].append(total / len(train_features))
+        history["train_accuracy"].append(correct / len(train_features))
+        history["val_loss"].append(val_loss)
+        history["val_accuracy"].append(val_accuracy)
+        if stopper.step(val_loss, model, epoch):
+            break
+    logger.info("head stage on cached features: %d epochs, best val loss %.3f (epoch %d)",
+                epoch + 1, stopper.best_loss, stopper.best_epoch + 1)
+
+
+@torch.no_grad()
+def _features(trainer: Trainer, dataset: FaceExpressionDataset) -> torch.Tensor:
+    trainer.model.eval()
+    loader = make_loader(dataset, 256, shuffle=False, device=trainer.device)
+    return torch.cat([trainer.model.features(trainer.inputs(images, train=False)) for images, _ in loader])
+
+
+def _head_l2(model: torch.nn.Module) -> torch.Tensor:
+    """The paper's L2 (1e-5) on the head's hidden layers, during the basic phase."""
+    return model.head.l2_penalty()
+
+
+def _save_state(path: Path, stage: int, epoch: int, stopped: bool, model, optimizer, stopper: EarlyStopping,
+                generator: torch.Generator, history: dict, throughput: list) -> None:
+    state = {
+        "stage": stage,
+        "epoch": epoch,
+        "stopped": stopped,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "early_stopping": stopper.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "generator": generator.get_state(),
+        "history": history,
+        "throughput": throughput,
+    }
+    atomic_write(path, lambda file: torch.save(state, file))

@@ -1,0 +1,219 @@
+"""A lean supervised training loop over in-memory uint8 datasets, with early stopping.
+
+The basic phase and the few-shot protocol train through :class:`Trainer`; the continual phase
+trains through Avalanche strategies instead. On CUDA the loop uses pinned memory, automatic mixed
+precision and channels_last; on the CPU it stays in float32.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from cfer.data.dataset import FaceExpressionDataset
+
+__all__ = ["EarlyStopping", "Evaluation", "EpochStats", "Trainer", "make_loader", "resolve_device"]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else the CPU; anything else is passed to torch."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def make_loader(
+    dataset: FaceExpressionDataset,
+    batch_size: int,
+    shuffle: bool,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+    num_workers: int = 0,
+) -> DataLoader:
+    """Batches of (uint8 images, targets) from an in-memory dataset.
+
+    The images are already decoded, so a batch is one gather from a tensor: worker processes would
+    only add inter-process copies, and both cores are better spent on the model's own threads. Hence
+    ``num_workers=0`` by default; on CUDA, batches come from pinned memory.
+    """
+    return DataLoader(
+        TensorDataset(dataset.images, dataset.targets),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        drop_last=False,
+    )
+
+
+@dataclass
+class EpochStats:
+    """What one training epoch did."""
+
+    loss: float
+    accuracy: float
+    images: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+
+@dataclass
+class Evaluation:
+    """Loss, accuracy and per-sample results on a labelled set."""
+
+    loss: float
+    accuracy: float
+    predictions: Tensor  # (N,) predicted class indices
+    targets: Tensor  # (N,) true class indices
+    probabilities: Tensor = field(repr=False)  # (N, num_classes) softmax outputs
+
+
+class Trainer:
+    """Runs training epochs and evaluations of a classifier on uint8 batches.
+
+    Args:
+        model: The classifier; it is moved to ``device``.
+        preprocess: Turns a uint8 (B, 3, H, W) batch into the model's normalised float input.
+        augment: Optional random augmentation of the preprocessed training batches.
+        device: Where to compute.
+        amp: Mixed precision; defaults to on exactly when the device is CUDA.
+        regularizer: Optional callable returning an extra loss term for the model (e.g. L2 on the head).
+        progress: Show progress bars.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        preprocess: Callable[[Tensor], Tensor],
+        augment: nn.Module | None = None,
+        device: torch.device | str = "cpu",
+        amp: bool | None = None,
+        regularizer: Callable[[nn.Module], Tensor] | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.preprocess = preprocess
+        self.augment = augment
+        self.amp = self.device.type == "cuda" if amp is None else amp
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.device.type == "cuda")
+        self.regularizer = regularizer
+        self.progress = progress
+
+    def inputs(self, images: Tensor, train: bool) -> Tensor:
+        """Moves a uint8 batch to the device and preprocesses it (and augments it, when training)."""
+        images = images.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        images = self.preprocess(images)
+        if train and self.augment is not None:
+            images = self.augment(images)
+        return images
+
+    def train_epoch(self, loader: DataLoader, optimizer: torch.optim.Optimizer, description: str = "train") -> EpochStats:
+        """One pass over ``loader``, updating the model."""
+        self.model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        start = time.perf_counter()
+        for images, targets in self._bar(loader, description):
+            inputs = self.inputs(images, train=True)
+            targets = targets.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, enabled=self.amp):
+                logits = self.model(inputs)
+                loss = nn.functional.cross_entropy(logits, targets)
+                if self.regularizer is not None:
+                    loss = loss + self.regularizer(self.model)
+            optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+            total_loss += loss.detach().float().item() * len(targets)
+            correct += int((logits.detach().argmax(1) == targets).sum())
+            seen += len(targets)
+        return EpochStats(total_loss / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start)
+
+    @torch.no_grad()
+    def evaluate(self, loader: DataLoader, description: str = "eval") -> Evaluation:
+        """Loss and predictions on ``loader`` with the model in eval mode."""
+        self.model.eval()
+        losses, probabilities, all_targets = [], [], []
+        for images, targets in self._bar(loader, description):
+            targets = targets.to(self.device)
+            with torch.autocast(self.device.type, enabled=self.amp):
+                logits = self.model(self.inputs(images, train=False)).float()
+            losses.append(nn.functional.cross_entropy(logits, targets, reduction="sum").item())
+            probabilities.append(logits.softmax(1).cpu())
+            all_targets.append(targets.cpu())
+        probabilities_tensor = torch.cat(probabilities)
+        targets_tensor = torch.cat(all_targets)
+        predictions = probabilities_tensor.argmax(1)
+        return Evaluation(
+            loss=sum(losses) / max(len(targets_tensor), 1),
+            accuracy=float((predictions == targets_tensor).float().mean()) if len(targets_tensor) else 0.0,
+            predictions=predictions,
+            targets=targets_tensor,
+            probabilities=probabilities_tensor,
+        )
+
+    def _bar(self, loader: DataLoader, description: str) -> Iterator:
+        return tqdm(loader, desc=description, leave=False, disable=not self.progress, dynamic_ncols=True)
+
+
+class EarlyStopping:
+    """Stops when the validation loss has not improved for ``patience`` epochs; keeps the best weights.
+
+    Args:
+        patience: Epochs without improvement before stopping.
+        min_delta: Smallest decrease of the loss that counts as an improvement.
+    """
+
+    def __init__(self, patience: int, min_delta: float = 0.0) -> None:
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best_loss = float("inf")
+        self.best_epoch = -1
+        self.best_state: dict[str, Tensor] | None = None
+        self.epochs_without_improvement = 0
+
+    def step(self, loss: float, model: nn.Module, epoch: int) -> bool:
+        """Records an epoch's validation loss; returns True when training should stop."""
+        if loss < self.best_loss - self.min_delta:
+            self.best_loss, self.best_epoch = loss, epoch
+            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+        return self.epochs_without_improvement >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        """Loads the best weights seen into ``model``."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume, as tensors and plain numbers."""
+        return {
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "best_state": self.best_state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_loss = float(state["best_loss"])
+        self.best_epoch = int(state["best_epoch"])
+        self.epochs_without_improvement = int(state["epochs_without_improvement"])
+        self.best_state = state["best_state"]
