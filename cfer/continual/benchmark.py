@@ -26,7 +26,7 @@ import torch
 from avalanche.benchmarks.scenarios import CLScenario, class_incremental_benchmark
 from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
 from avalanche.benchmarks.utils import DataAttribute
-from avalanche.benchmarks.utils.classification_dataset import ClassificationDataset
+from avalanche.benchmarks.utils.classification_dataset import TaskAwareSupervisedClassificationDataset
 from avalanche.benchmarks.utils.transform_groups import TransformGroups
 from torch.utils.data import TensorDataset
 from torchvision.transforms import v2
@@ -136,7 +136,7 @@ def make_transforms(
 
 def to_classification_dataset(
     dataset: FaceExpressionDataset, train_transform: v2.Compose, eval_transform: v2.Compose
-) -> ClassificationDataset:
+) -> TaskAwareSupervisedClassificationDataset:
     """Wraps an in-memory dataset for Avalanche, with ``train``/``eval`` transform groups.
 
     Items are ``(image, target, task_label)`` with task label 0; ``sample_id`` is each sample's
@@ -144,7 +144,8 @@ def to_classification_dataset(
     """
     targets = dataset.targets.tolist()
     groups = TransformGroups({"train": train_transform, "eval": eval_transform}, current_group="train")
-    return ClassificationDataset(
+    # task-aware: LwF reads the task_set of experiences
+    return TaskAwareSupervisedClassificationDataset(
         [TensorDataset(dataset.images, dataset.targets)],
         data_attributes=[
             DataAttribute(targets, "targets"),
@@ -163,7 +164,7 @@ class IncrementalBenchmark:
     classes: tuple[str, ...]  # class name of each label, in order of arrival
     num_basic: int  # classes of experience 0
     subjects: dict[str, list[int]]  # subject ids of each split
-    data: dict[str, ClassificationDataset]  # whole splits, labels in arrival order
+    data: dict[str, TaskAwareSupervisedClassificationDataset]  # whole splits, labels in arrival order
 
     @property
     def n_experiences(self) -> int:
@@ -227,7 +228,7 @@ def build_benchmark(
             raise ValueError(f"splits {SPLITS[first]} and {SPLITS[second]} share subjects {sorted(shared)[:5]}")
     ordered = dataset.select_classes(names)  # labels now follow the order of arrival
     train_transform, eval_transform = make_transforms(mean, std, augment)
-    data: dict[str, ClassificationDataset] = {}
+    data: dict[str, TaskAwareSupervisedClassificationDataset] = {}
     for split in SPLITS:
         keep = torch.isin(ordered.subject_ids, torch.tensor(subjects[split], dtype=torch.long))
         part = ordered.subset(keep.nonzero().flatten())

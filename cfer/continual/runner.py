@@ -284,13 +284,15 @@ def _prime_icarl(strategy: SupervisedTemplate, experience: Any) -> None:
     for plugin in strategy.plugins:
         if isinstance(plugin, _ICaRLPlugin) and plugin.embedding_size is None:
             image = experience.dataset.eval()[0][0].unsqueeze(0).to(strategy.device)
-            was_training = strategy.model.training
-            strategy.model.train()  # TrainEvalModel gives the train classifier's outputs in train mode
+            model = strategy.model
+            was_training = model.training
+            model.eval()
             with torch.no_grad():
+                features = model.feature_extractor(image)
                 plugin.input_size = image.shape[1:]
-                plugin.output_size = strategy.model(image).shape[1]
-                plugin.embedding_size = strategy.model.feature_extractor(image).shape[1]
-            strategy.model.train(was_training)
+                plugin.output_size = model.train_classifier(features).shape[1]
+                plugin.embedding_size = features.shape[1]
+            model.train(was_training)
 
 
 class _OptimizerStateLoader(SupervisedPlugin):

@@ -84,6 +84,8 @@ def run_basic_phase(config: BasicPhaseConfig, out_dir: str | Path, dataset: Face
     Returns:
         The run summary that is also written to ``out_dir/metrics.json``.
     """
+    if config.fold is not None and not 0 <= config.fold < config.folds:
+        raise ValueError(f"fold must be in [0, {config.folds}), got {config.fold}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_resumable(config, out_dir)
@@ -93,8 +95,6 @@ def run_basic_phase(config: BasicPhaseConfig, out_dir: str | Path, dataset: Face
     dataset = load_dataset(config.data, classes) if dataset is None else dataset.select_classes(classes)
     logger.info("basic phase on %d images of %d subjects, classes %s", len(dataset), len(dataset.subjects()), classes)
     folds = range(config.folds) if config.fold is None else [config.fold]
-    if config.fold is not None and not 0 <= config.fold < config.folds:
-        raise ValueError(f"fold must be in [0, {config.folds}), got {config.fold}")
     results = [_run_fold(config, dataset, fold, out_dir / f"fold_{fold}") for fold in folds]
 
     # Select on validation accuracy, never on the test accuracy that is reported.
@@ -257,6 +257,19 @@ def _fit_head_on_features(trainer: Trainer, train: FaceExpressionDataset, val: F
     model = trainer.model
     train_features, val_features = (_features(trainer, d) for d in (train, val))
     train_targets, val_targets = train.targets.to(trainer.device), val.targets.to(trainer.device)
+    # The head's steps are tiny matrix products: on the CPU, thread synchronisation would cost more
+    # than it saves (and much more on a busy machine), so they run on one thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _head_epochs(model, train_features, train_targets, val_features, val_targets, optimizer, stopper,
+                     epochs, config, generator, history)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _head_epochs(model, train_features, train_targets, val_features, val_targets, optimizer, stopper,
+                 epochs, config, generator, history) -> None:
     for epoch in range(epochs):
         model.head.train()
         total, correct = 0.0, 0

@@ -99,14 +99,14 @@ def sample_expression(category: Category, traits: SubjectTraits, rng: np.random.
     intensity = np.zeros(len(RENDERED_AUS))
     # Draw everything for every AU, always, so that the generator's stream does not depend on the
     # category and two categories of one key differ only where their AUs differ.
-    base = rng.normal(0.8, 0.15, len(RENDERED_AUS))
+    base = rng.normal(0.85, 0.12, len(RENDERED_AUS))
     fires = rng.uniform(size=len(RENDERED_AUS))
     optional = rng.uniform(0.25, 0.7, len(RENDERED_AUS))
     spurious = rng.uniform(0.05, 0.25, len(RENDERED_AUS))
     gain = traits.expressivity
     for au in category.aus:
         c = _AU_COLUMN[au]
-        intensity[c] = max(0.15, base[c] * gain[c])
+        intensity[c] = max(0.35, base[c] * gain[c])
     for au, frequency in category.optional_aus:
         c = _AU_COLUMN[au]
         if fires[c] < frequency:
@@ -137,13 +137,13 @@ def _image_params(seed: int, subject_id: int, category: Category, index: int, si
     roll = _MAX_ROLL * (2.0 * roll - 1.0) * abs(2.0 * roll - 1.0)  # mostly small, sometimes large
     light_angle *= 2.0 * math.pi
     # Uniform noise with the standard deviation drawn, which costs a quarter of Gaussian noise.
-    noise_std = 0.035 * noise * math.sqrt(12.0)
+    noise_std = 0.03 * noise * math.sqrt(12.0)
     return {
         "aus": aus,
         "cos_roll": np.float32(math.cos(roll)),
         "sin_roll": np.float32(math.sin(roll)),
         "yaw": np.float32(_MAX_YAW * (2.0 * yaw - 1.0)),
-        "scale": np.float32(0.85 + 0.23 * scale),
+        "scale": np.float32(1.0 + 0.22 * scale),
         "shift_x": np.float32(0.07 * (2.0 * shift_x - 1.0)),
         "shift_y": np.float32(0.07 * (2.0 * shift_y - 1.0)),
         "brightness": np.float32(0.72 + 0.38 * brightness),
@@ -152,7 +152,7 @@ def _image_params(seed: int, subject_id: int, category: Category, index: int, si
         "light_strength": np.float32(0.35 * light_strength),
         "background": rng.uniform(0.1, 0.9, (3, 3)).astype(np.float32),  # two gradient ends, a blob
         "blob": rng.uniform(-0.9, 0.9, 3).astype(np.float32),  # x, y, radius of a background blob
-        "blur": np.float32(0.7 * blur),
+        "blur": np.float32(0.6 * blur),
         "noise": np.float32(noise_std) * (rng.random((3, size, size), dtype=np.float32) - np.float32(0.5)),
     }
 

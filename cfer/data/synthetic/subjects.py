@@ -77,8 +77,8 @@ def make_subject(seed: int, subject_id: int) -> SubjectTraits:
     hair = _HAIR_COLORS[rng.integers(len(_HAIR_COLORS))] * rng.uniform(0.8, 1.1)
     skin = np.clip(skin, 0.05, 1.0)
     # Expressivity: a global gain (some people emote little) times a per-AU gain.
-    overall = rng.uniform(0.55, 1.15)
-    expressivity = overall * rng.uniform(0.7, 1.3, len(RENDERED_AUS))
+    overall = rng.uniform(0.75, 1.15)
+    expressivity = overall * rng.uniform(0.8, 1.2, len(RENDERED_AUS))
     return SubjectTraits(
         face_half_width=rng.uniform(0.56, 0.70),
         face_half_height=rng.uniform(0.74, 0.88),
