@@ -84,13 +84,14 @@ _TRAIN_BASIC_FLAGS = {"folds": "folds", "fold": "fold", "backbone": "model.backb
                       "subjects": "data.subjects", "dataset": "data.source", "root": "data.root", "device": "device"}
 
 
-def _add_data_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=["synthetic", "cfee"], help="image source (key: data.source)")
-    parser.add_argument("--root", help="CFEE_Database_230 folder for --dataset cfee (key: data.root)")
-    parser.add_argument("--size", type=int, help="image side in pixels (key: data.size)")
-    parser.add_argument("--subjects", type=int, help="synthetic subjects (key: data.subjects)")
-    parser.add_argument("--backbone", help="any timm model name (key: model.backbone)")
-    parser.add_argument("--device", help="auto, cpu or cuda (key: device)")
+def _add_data_flags(parser: argparse.ArgumentParser, keys: dict[str, str]) -> None:
+    """Shorthand flags for the data and model settings; ``keys`` maps each flag to its config key."""
+    parser.add_argument("--dataset", choices=["synthetic", "cfee"], help=f"image source (key: {keys['dataset']})")
+    parser.add_argument("--root", help=f"CFEE_Database_230 folder for --dataset cfee (key: {keys['root']})")
+    parser.add_argument("--size", type=int, help=f"image side in pixels (key: {keys['size']})")
+    parser.add_argument("--subjects", type=int, help=f"synthetic subjects (key: {keys['subjects']})")
+    parser.add_argument("--backbone", help=f"any timm model name (key: {keys['backbone']})")
+    parser.add_argument("--device", help=f"auto, cpu or cuda (key: {keys['device']})")
 
 
 def _train_basic_parser(subparsers) -> None:
@@ -105,7 +106,7 @@ def _train_basic_parser(subparsers) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/basic"), help="run directory (default: runs/basic)")
     parser.add_argument("--folds", type=int, help="number of subject-wise folds (key: folds)")
     parser.add_argument("--fold", type=int, help="run this fold only (key: fold)")
-    _add_data_flags(parser)
+    _add_data_flags(parser, _TRAIN_BASIC_FLAGS)
     parser.set_defaults(run=_run_train_basic)
 
 
@@ -133,9 +134,89 @@ def format_basic_summary(summary: dict, out_dir: Path) -> str:
     return "\n".join(lines)
 
 
+# --- cfer train-incremental -------------------------------------------------------------------------
+
+_TRAIN_INCREMENTAL_FLAGS = {"orders": "orders", "seed": "seed", "epochs": "epochs", "device": "device",
+                            "backbone": "basic.model.backbone", "size": "basic.data.size",
+                            "subjects": "basic.data.subjects", "dataset": "basic.data.source",
+                            "root": "basic.data.root"}
+
+
+def _train_incremental_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train-incremental",
+        help="continual phase: add the compound classes one at a time (basic phase included)",
+        description="Run the basic phase (reused when finished), then add the 15 compound classes one output "
+        "unit at a time with the paper's strategy and/or baselines, over one or more class orders "
+        "(settings: cfer.continual.IncrementalConfig, preset configs/incremental.yaml). "
+        "Started again with the same --out, an interrupted run resumes from its last finished step.",
+    )
+    _add_config_arguments(parser)
+    parser.add_argument("--out", type=Path, default=Path("runs/incremental"),
+                        help="run directory (default: runs/incremental)")
+    parser.add_argument("--strategies", help="comma-separated names, e.g. cfer,naive,replay,lwf,icarl (key: strategies)")
+    parser.add_argument("--orders", type=int, help="random orders of the compound classes (key: orders)")
+    parser.add_argument("--seed", type=int, help="seed of the orders and training (key: seed)")
+    parser.add_argument("--epochs", type=int, help="most epochs per incremental step (key: epochs)")
+    _add_data_flags(parser, _TRAIN_INCREMENTAL_FLAGS)
+    parser.set_defaults(run=_run_train_incremental)
+
+
+def _run_train_incremental(args: argparse.Namespace) -> int:
+    from cfer.continual import IncrementalConfig, format_incremental_summary, run_incremental
+
+    overrides = _flag_overrides(args, _TRAIN_INCREMENTAL_FLAGS)
+    if args.strategies is not None:
+        names = [name.strip() for name in args.strategies.split(",") if name.strip()]
+        overrides.append(f"strategies=[{', '.join(names)}]")
+    config = load_config(IncrementalConfig, args.config, overrides + args.overrides)
+    summary = run_incremental(config, args.out)
+    print(format_incremental_summary(summary, args.out))
+    return 0
+
+
+# --- cfer fewshot -----------------------------------------------------------------------------------
+
+_FEWSHOT_FLAGS = {"basic_run": "basic_run", "episodes": "episodic.episodes", "seeds": "paper.seeds",
+                  "steps": "paper.steps", "device": "device"}
+
+
+def _fewshot_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "fewshot",
+        help="few-shot learning of compound classes: the paper's protocol and episodic evaluation",
+        description="Learn each compound class from K in {1, 3, 5, all} shots with the continual loss (the paper's "
+        "protocol, scored two ways), and run N-way K-shot episodes with a frozen backbone, ImageNet-only versus "
+        "basic-phase trained (settings: cfer.fewshot.FewShotConfig, preset configs/fewshot.yaml).",
+    )
+    _add_config_arguments(parser)
+    parser.add_argument("--out", type=Path, default=Path("runs/fewshot"), help="output directory (default: runs/fewshot)")
+    parser.add_argument("--basic-run", help="a finished `cfer train-basic` run directory to reuse (key: basic_run)")
+    parser.add_argument("--episodes", type=int, help="episodes per episodic setting (key: episodic.episodes)")
+    parser.add_argument("--seeds", type=int, help="shot-selection seeds of the paper protocol (key: paper.seeds)")
+    parser.add_argument("--steps", type=int, help="training steps per new class (key: paper.steps)")
+    parser.add_argument("--device", help="auto, cpu or cuda (key: device)")
+    parser.add_argument("--skip-paper", action="store_true", help="skip the paper's protocol")
+    parser.add_argument("--skip-episodic", action="store_true", help="skip the episodic evaluation")
+    parser.set_defaults(run=_run_fewshot)
+
+
+def _run_fewshot(args: argparse.Namespace) -> int:
+    from cfer.fewshot import FewShotConfig, format_fewshot_summary, run_fewshot
+
+    overrides = _flag_overrides(args, _FEWSHOT_FLAGS)
+    overrides += ["paper.enabled=false"] if args.skip_paper else []
+    overrides += ["episodic.enabled=false"] if args.skip_episodic else []
+    config = load_config(FewShotConfig, args.config, overrides + args.overrides)
+    logging.getLogger("cfer.models").setLevel(logging.WARNING)  # one line per added output unit otherwise
+    summary = run_fewshot(config, args.out)
+    print(format_fewshot_summary(summary))
+    return 0
+
+
 # --- entry point ------------------------------------------------------------------------------------
 
-_PARSERS: list[Callable] = [_synth_parser, _train_basic_parser]
+_PARSERS: list[Callable] = [_synth_parser, _train_basic_parser, _train_incremental_parser, _fewshot_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

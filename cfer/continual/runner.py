@@ -169,7 +169,6 @@ def run_stream(
     model = copy.deepcopy(basic_model).to(device)
     freeze_backbone(model, config.trainable_blocks)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     codec = get_strategy_state(name)
     saved: dict[str, Any] | None = None
     if state_path.exists():
@@ -181,6 +180,8 @@ def run_stream(
                 raise ValueError(f"{state_path} has format {saved.get('format')}, expected {STATE_FORMAT}")
             model.add_classes(int(saved["num_classes"]) - model.num_classes)
             model.load_state_dict(saved["model"])
+    # after any regrowth of the head, so that it holds the model's current parameters
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
 
     loggers = RunLoggers(run_dir / "logs", progress=config.progress)
     try:
@@ -216,13 +217,17 @@ def run_stream(
             for key, value in saved["clock"].items():
                 setattr(strategy.clock, key, int(value))
             codec.restore(strategy, saved["strategy"], RestoreContext(benchmark.data["train"], basic_model))
+            # Avalanche maps the optimizer's parameters by name on its first call, which must come
+            # before the head grows (cfer grows it earlier than Avalanche's own first call)
+            strategy.make_optimizer(reset_optimizer_state=True)
             _set_rng_state(saved["rng"])
             logger.info("%s: resuming after experience %d", run_dir, len(steps) - 1)
         for index in range(len(steps), benchmark.n_experiences):
             if config.max_experiences is not None and index >= config.max_experiences:
                 break
             steps.append(_run_experience(strategy, scenario, index, benchmark, early_stopping, config))
-            _save_state(state_path, strategy, model, name, steps)
+            if codec is not None:
+                _save_state(state_path, strategy, model, name, steps)
     finally:
         loggers.close()
     result = summarize_run(name, benchmark, steps, memory_size)
@@ -299,26 +304,57 @@ class _OptimizerStateLoader(SupervisedPlugin):
     """Puts a saved optimizer state back once Avalanche has (re)built the optimizer's parameter list.
 
     Avalanche resets the optimizer the first time a strategy trains, so a resumed run loads the
-    state at ``before_training_exp``, after that reset and after the head has grown. Parameters
-    that grew since the save restart from an empty state, as Avalanche's ``update_optimizer`` does
-    in an uninterrupted run.
+    state at ``before_training_exp``, after that reset and after the head has grown. The state is
+    matched to parameters by name (see :func:`_optimizer_state`), because the positions can differ:
+    a strategy built around a model that grows after its optimizer was made (the registry's
+    iCaRL) keeps the replaced tensors in the optimizer. Parameters that grew since the save restart
+    from an empty state, as Avalanche's ``update_optimizer`` does in an uninterrupted run.
     """
 
-    def __init__(self, state: dict[str, Any] | None) -> None:
+    def __init__(self, saved: dict[str, Any] | None) -> None:
         super().__init__()
-        self.state = state
+        self.saved = saved
 
     def before_training_exp(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
-        if self.state is None:
+        if self.saved is None:
             return
         optimizer = strategy.optimizer
-        optimizer.load_state_dict(self.state)
+        saved_state = self.saved["state_dict"]
+        saved_index = {
+            name: index
+            for group_names, group in zip(self.saved["param_names"], saved_state["param_groups"])
+            for name, index in zip(group_names, group["params"])
+            if name
+        }
+        names = {id(p): name for name, p in strategy.optimized_param_id.items()}
+        state: dict[int, Any] = {}
+        groups = []
+        position = 0
+        for group, saved_group in zip(optimizer.param_groups, saved_state["param_groups"]):
+            indices = []
+            for parameter in group["params"]:
+                index = saved_index.get(names.get(id(parameter), ""))
+                if index is not None and index in saved_state["state"]:
+                    state[position] = saved_state["state"][index]
+                indices.append(position)
+                position += 1
+            groups.append({**saved_group, "params": indices})
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
         for group in optimizer.param_groups:
             for parameter in group["params"]:
                 slots = optimizer.state.get(parameter, {})
                 if any(torch.is_tensor(v) and v.dim() > 0 and v.shape != parameter.shape for v in slots.values()):
                     optimizer.state[parameter] = {}
-        self.state = None
+        self.saved = None
+
+
+def _optimizer_state(strategy: SupervisedTemplate) -> dict[str, Any]:
+    """The optimizer's state dict and the parameter name at each position (None: not in the model)."""
+    names = {id(p): name for name, p in (strategy.optimized_param_id or {}).items()}
+    return {
+        "state_dict": strategy.optimizer.state_dict(),
+        "param_names": [[names.get(id(p)) for p in group["params"]] for group in strategy.optimizer.param_groups],
+    }
 
 
 def _save_state(
@@ -331,7 +367,7 @@ def _save_state(
         "strategy_name": name,
         "num_classes": model.num_classes,
         "model": {key: value.detach().cpu() for key, value in model.state_dict().items()},
-        "optimizer": strategy.optimizer.state_dict(),
+        "optimizer": _optimizer_state(strategy),
         "clock": {
             key: int(getattr(clock, key))
             for key in (

@@ -8,7 +8,10 @@ next is specific to it, so each registered strategy has a :class:`StrategyState`
 as the ``sample_id`` s of their samples (see :mod:`cfer.continual.benchmark`) in buffer order, and
 rebuilt as subsets of the training split. Everything is loadable with ``torch.load(weights_only=True)``.
 
-A strategy without an entry cannot resume mid-stream; its run restarts from experience 0.
+A strategy without an entry cannot resume mid-stream; its run restarts from experience 0. That
+includes iCaRL: a capture of Avalanche's ``_ICaRLPlugin`` and ``ICaRLLossPlugin`` state (exemplar
+tensors, herding order, class means, old model) resumed identically after experience 2 but not after
+experience 3 in a test, so it is not offered until the difference is understood.
 """
 
 from __future__ import annotations
@@ -138,46 +141,6 @@ def _restore_lwf(strategy: SupervisedTemplate, state: dict[str, Any], context: R
         lwf.prev_model = copy.deepcopy(strategy.model)
 
 
-def _icarl_plugins(strategy: SupervisedTemplate) -> tuple[Any, Any]:
-    from avalanche.training.losses import ICaRLLossPlugin
-    from avalanche.training.supervised.icarl import _ICaRLPlugin
-
-    return _plugin(strategy, _ICaRLPlugin), _plugin(strategy, ICaRLLossPlugin)
-
-
-def _capture_icarl(strategy: SupervisedTemplate) -> dict[str, Any]:
-    icarl, loss = _icarl_plugins(strategy)
-    return {
-        "x_memory": [x.cpu() for x in icarl.x_memory],
-        "y_memory": [list(map(int, y)) for y in icarl.y_memory],
-        "order": [o.cpu() for o in icarl.order],
-        "observed_classes": [int(c) for c in icarl.observed_classes],
-        "class_means": {int(c): m.cpu() for c, m in icarl.class_means.items()},
-        "embedding_size": icarl.embedding_size,
-        "output_size": icarl.output_size,
-        "input_size": list(icarl.input_size) if icarl.input_size is not None else None,
-        "old_classes": [int(c) for c in loss.old_classes],
-    }
-
-
-def _restore_icarl(strategy: SupervisedTemplate, state: dict[str, Any], context: RestoreContext) -> None:
-    icarl, loss = _icarl_plugins(strategy)
-    device = strategy.device
-    icarl.x_memory = [x.to(device) for x in state["x_memory"]]
-    icarl.y_memory = [list(y) for y in state["y_memory"]]
-    icarl.order = list(state["order"])
-    icarl.observed_classes = list(state["observed_classes"])
-    icarl.class_means = {int(c): m.to(device) for c, m in state["class_means"].items()}
-    icarl.embedding_size = state["embedding_size"]
-    icarl.output_size = state["output_size"]
-    icarl.input_size = torch.Size(state["input_size"]) if state["input_size"] is not None else None
-    if icarl.class_means:
-        strategy.model.eval_classifier.replace_class_means_dict(icarl.class_means)
-    loss.old_classes = list(state["old_classes"])
-    if loss.old_classes:
-        loss.old_model = copy.deepcopy(strategy.model).to(device)
-
-
 _CFER = StrategyState(_capture_cfer, _restore_cfer)
 _NONE = StrategyState(_nothing, _restore_nothing)
 
@@ -188,7 +151,6 @@ STRATEGY_STATES: dict[str, StrategyState] = {
     "naive": _NONE,
     "replay": StrategyState(_capture_replay, _restore_replay),
     "lwf": StrategyState(_capture_lwf, _restore_lwf),
-    "icarl": StrategyState(_capture_icarl, _restore_icarl),
 }
 """Resumable strategies by registry name (see :data:`strategies.STRATEGIES`)."""
 

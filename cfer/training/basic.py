@@ -50,7 +50,10 @@ class BasicPhaseConfig:
 
     data: DataConfig = field(default_factory=DataConfig)  # the images
     model: ModelConfig = field(default_factory=ModelConfig)  # backbone, weights and head
-    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training augmentation
+    # Off by default: the synthetic renderer already draws pose, scale, shift and light per image,
+    # and the head stage trains on unaugmented cached features. configs/basic_cfee.yaml turns the
+    # paper's augmentation on for real, aligned photos.
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(enabled=False))
     include_neutral: bool = False  # the paper leaves neutral out of the basic classes
     folds: int = 10  # subject-wise cross-validation folds, as in the paper
     fold: int | None = None  # run this fold only; None runs every fold
@@ -95,7 +98,10 @@ def run_basic_phase(config: BasicPhaseConfig, out_dir: str | Path, dataset: Face
     dataset = load_dataset(config.data, classes) if dataset is None else dataset.select_classes(classes)
     logger.info("basic phase on %d images of %d subjects, classes %s", len(dataset), len(dataset.subjects()), classes)
     folds = range(config.folds) if config.fold is None else [config.fold]
-    results = [_run_fold(config, dataset, fold, out_dir / f"fold_{fold}") for fold in folds]
+    for fold in folds:
+        _run_fold(config, dataset, fold, out_dir / f"fold_{fold}")
+    # Folds may be run one at a time (--fold k); the summary covers every finished fold of the run.
+    results = [read_json(path) for k in range(config.folds) if (path := out_dir / f"fold_{k}" / "metrics.json").exists()]
 
     # Select on validation accuracy, never on the test accuracy that is reported.
     best = max(results, key=lambda r: (r["val_accuracy"], -r["fold"]))

@@ -1,0 +1,130 @@
+"""run_incremental end to end on tiny data: reports, and resume giving the same metrics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from cfer.config import load_config
+from cfer.continual import IncrementalConfig, format_incremental_summary, run_incremental
+from cfer.taxonomy import BASIC, COMPOUND
+
+STRATEGIES = ["cfer", "replay", "lwf", "icarl"]
+RESUMABLE = ["cfer", "replay", "lwf"]  # iCaRL restarts its run from experience 0
+TINY = [
+    "basic.data.subjects=10",
+    "basic.data.size=32",
+    "basic.model.backbone=test_efficientnet",
+    "basic.model.pretrained=none",
+    "basic.folds=3",
+    "basic.val_fraction=0.25",
+    "basic.head_epochs=1",
+    "basic.finetune_epochs=1",
+    "epochs=1",
+    "patience=1",
+    "batch_size=16",
+    f"strategies=[{', '.join(STRATEGIES)}]",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    # tiny models on a shared CPU run far faster without intra-op threads competing
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("full")
+    return out, run_incremental(load_config(IncrementalConfig, overrides=TINY), out)
+
+
+def _step_metrics(summary: dict) -> dict:
+    return {
+        name: [
+            (step["accuracy"], step["experience_accuracy"], step["confusion_matrix"], step["epochs"])
+            for step in entry["runs"][0]["steps"]
+        ]
+        for name, entry in summary["strategies"].items()
+    }
+
+
+def test_reports_are_written(full_run: tuple[Path, dict]) -> None:
+    out, summary = full_run
+    assert summary["complete"]
+    for name in ("results.json", "results.md", "accuracy_vs_classes.png", "config.yaml", "basic/model.safetensors"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "results.json").read_text())["strategies"].keys() == set(STRATEGIES)
+    for name in STRATEGIES:
+        run = summary["strategies"][name]["runs"][0]
+        assert len(run["steps"]) == 1 + len(COMPOUND)
+        assert [step["num_classes"] for step in run["steps"]] == list(range(len(BASIC), len(BASIC) + len(COMPOUND) + 1))
+        assert all(0.0 <= step["accuracy"] <= 1.0 for step in run["steps"])
+        assert run["steps"][0]["epochs"] == 0  # the basic phase trained experience 0
+        assert (out / "runs" / name / "order_0" / "confusion" / "step_15.png").is_file()
+        assert (out / "runs" / name / "order_0" / "result.json").is_file()
+        assert not (out / "runs" / name / "order_0" / "state.pt").exists()
+        assert list((out / "runs" / name / "order_0" / "logs").glob("session_0/csv/*.csv"))
+        aggregate = summary["strategies"][name]["aggregate"]
+        assert aggregate["overall_accuracy"] == pytest.approx(sum(run["step_accuracy"]) / len(run["step_accuracy"]))
+    markdown = (out / "results.md").read_text()
+    assert all(f"| {name} |" in markdown for name in STRATEGIES)
+    text = format_incremental_summary(summary, out)
+    assert "cfer: overall accuracy" in text
+
+
+def test_cfer_grows_one_unit_per_step_and_keeps_a_memory(full_run: tuple[Path, dict]) -> None:
+    _, summary = full_run
+    steps = summary["strategies"]["cfer"]["runs"][0]["steps"]
+    # the confusion matrix of step k only has predictions among the classes seen so far
+    for step in steps:
+        seen = step["num_classes"]
+        assert sum(sum(row[seen:]) for row in step["confusion_matrix"]) == 0
+
+
+def test_a_killed_run_resumes_to_the_same_metrics(full_run: tuple[Path, dict], tmp_path: Path) -> None:
+    full_out, full_summary = full_run
+    # same basic phase (it is deterministic, and copying it saves the time of training it again)
+    shutil.copytree(full_out / "basic", tmp_path / "basic")
+    resumable = TINY + [f"strategies=[{', '.join(RESUMABLE)}]"]
+    partial = run_incremental(load_config(IncrementalConfig, overrides=resumable + ["max_experiences=3"]), tmp_path)
+    assert not partial["complete"]
+    for name in RESUMABLE:
+        state = tmp_path / "runs" / name / "order_0" / "state.pt"
+        assert state.is_file()
+        saved = torch.load(state, weights_only=True)  # no unpickling of arbitrary objects
+        assert len(saved["steps"]) == 3
+    resumed = run_incremental(load_config(IncrementalConfig, overrides=resumable), tmp_path)
+    assert resumed["complete"]
+    expected = _step_metrics(full_summary)
+    assert _step_metrics(resumed) == {name: expected[name] for name in RESUMABLE}
+    assert (tmp_path / "runs" / "cfer" / "order_0" / "logs" / "session_1").is_dir()
+
+
+def test_a_strategy_without_saved_state_restarts_its_run(full_run: tuple[Path, dict], tmp_path: Path) -> None:
+    full_out, full_summary = full_run
+    shutil.copytree(full_out / "basic", tmp_path / "basic")
+    icarl = TINY + ["strategies=[icarl]"]
+    run_incremental(load_config(IncrementalConfig, overrides=icarl + ["max_experiences=2"]), tmp_path)
+    assert not (tmp_path / "runs" / "icarl" / "order_0" / "state.pt").exists()
+    resumed = run_incremental(load_config(IncrementalConfig, overrides=icarl), tmp_path)
+    assert _step_metrics(resumed)["icarl"] == _step_metrics(full_summary)["icarl"]
+
+
+def test_a_run_with_other_settings_is_refused(full_run: tuple[Path, dict]) -> None:
+    out, _ = full_run
+    with pytest.raises(ValueError, match="lr"):
+        run_incremental(load_config(IncrementalConfig, overrides=TINY + ["lr=0.5"]), out)
+
+
+def test_unknown_strategy_lists_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="known strategies"):
+        run_incremental(load_config(IncrementalConfig, overrides=TINY + ["strategies=[der]"]), tmp_path)
