@@ -53,7 +53,7 @@ def _synth_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, help="dataset seed (key: seed)")
     parser.add_argument("--contact-sheet", type=Path, metavar="PNG", help="also draw subjects x 22 categories")
     parser.add_argument("--sheet-subjects", type=int, default=6, help="rows of the contact sheet")
-    parser.set_defaults(run=_run_synth)
+    parser.set_defaults(handler=_run_synth)
 
 
 def _run_synth(args: argparse.Namespace) -> int:
@@ -107,7 +107,7 @@ def _train_basic_parser(subparsers) -> None:
     parser.add_argument("--folds", type=int, help="number of subject-wise folds (key: folds)")
     parser.add_argument("--fold", type=int, help="run this fold only (key: fold)")
     _add_data_flags(parser, _TRAIN_BASIC_FLAGS)
-    parser.set_defaults(run=_run_train_basic)
+    parser.set_defaults(handler=_run_train_basic)
 
 
 def _run_train_basic(args: argparse.Namespace) -> int:
@@ -159,7 +159,7 @@ def _train_incremental_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, help="seed of the orders and training (key: seed)")
     parser.add_argument("--epochs", type=int, help="most epochs per incremental step (key: epochs)")
     _add_data_flags(parser, _TRAIN_INCREMENTAL_FLAGS)
-    parser.set_defaults(run=_run_train_incremental)
+    parser.set_defaults(handler=_run_train_incremental)
 
 
 def _run_train_incremental(args: argparse.Namespace) -> int:
@@ -198,7 +198,7 @@ def _fewshot_parser(subparsers) -> None:
     parser.add_argument("--device", help="auto, cpu or cuda (key: device)")
     parser.add_argument("--skip-paper", action="store_true", help="skip the paper's protocol")
     parser.add_argument("--skip-episodic", action="store_true", help="skip the episodic evaluation")
-    parser.set_defaults(run=_run_fewshot)
+    parser.set_defaults(handler=_run_fewshot)
 
 
 def _run_fewshot(args: argparse.Namespace) -> int:
@@ -214,9 +214,47 @@ def _run_fewshot(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- cfer gradcam -----------------------------------------------------------------------------------
+
+_GRADCAM_FLAGS = {"method": "method", "target_layer": "target_layer", "subjects": "subjects", "size": "size"}
+
+
+def _gradcam_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "gradcam",
+        help="Grad-CAM maps of a trained model: basic-compound panels, a subject grid and scores",
+        description="Explain a trained model on held-out synthetic faces with a pytorch-grad-cam method: maps of each "
+        "compound class beside its basic components, one subject's grid of all categories, the similarity of "
+        "compound maps to component versus other basic maps, and pointing-game scores against the true AU regions "
+        "(settings: cfer.cam.GradCamConfig).",
+    )
+    _add_config_arguments(parser)
+    parser.add_argument("--run", required=True, type=Path, help="a run directory (e.g. runs/basic) or a checkpoint file")
+    parser.add_argument("--out", type=Path, default=Path("runs/gradcam"), help="output directory (default: runs/gradcam)")
+    parser.add_argument("--method", help="CAM method, e.g. gradcam, gradcam++, layercam, eigencam (key: method)")
+    parser.add_argument("--target-layer", help="dotted module name; default: found automatically (key: target_layer)")
+    parser.add_argument("--subjects", type=int, help="held-out subjects to explain (key: subjects)")
+    parser.add_argument("--size", type=int, help="image side in pixels; default: the run's (key: size)")
+    parser.add_argument("--no-probe", action="store_true",
+                        help="do not fit a linear probe over all categories for a basic-only model")
+    parser.set_defaults(handler=_run_gradcam)
+
+
+def _run_gradcam(args: argparse.Namespace) -> int:
+    from cfer.cam import GradCamConfig, format_gradcam_summary, run_gradcam
+
+    overrides = _flag_overrides(args, _GRADCAM_FLAGS) + (["fit_probe=false"] if args.no_probe else [])
+    config = load_config(GradCamConfig, args.config, overrides + args.overrides)
+    summary = run_gradcam(args.run, args.out, config)
+    print(format_gradcam_summary(summary))
+    return 0
+
+
 # --- entry point ------------------------------------------------------------------------------------
 
-_PARSERS: list[Callable] = [_synth_parser, _train_basic_parser, _train_incremental_parser, _fewshot_parser]
+_PARSERS: list[Callable] = [
+    _synth_parser, _train_basic_parser, _train_incremental_parser, _fewshot_parser, _gradcam_parser
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.run(args)
+        return args.handler(args)
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"cfer {args.command}: error: {message}", file=sys.stderr)

@@ -96,3 +96,29 @@ def test_shipped_synth_config_loads():
 
     config = load_config(SyntheticConfig, CONFIGS / "synth.yaml")
     assert config.subjects == 230 and config.size == 64
+
+
+def test_gradcam_command_on_a_tiny_checkpoint(tmp_path, capsys):
+    import torch
+
+    from cfer.config import save_config
+    from cfer.data.sources import DataConfig
+    from cfer.models import ModelConfig, create_model, save_checkpoint
+    from cfer.taxonomy import BASIC
+    from cfer.training.basic import BasicPhaseConfig
+
+    model_config = ModelConfig(backbone="mobilenetv3_small_050", pretrained="none")
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    save_config(BasicPhaseConfig(data=DataConfig(size=32, subjects=4), model=model_config), run / "config.yaml")
+    save_checkpoint(create_model(model_config, len(BASIC)), run / "model.safetensors", {"classes": list(BASIC)})
+    out = tmp_path / "cam"
+    assert main(["gradcam", "--run", str(run), "--out", str(out), "--subjects", "1", "--no-probe",
+                 "--method", "gradcam++", "--set", "panel_subjects=0"]) == 0
+    assert (out / "gradcam.json").is_file() and (out / "subject_grid.png").is_file()
+    assert "pointing" in capsys.readouterr().out.lower()
+
+
+def test_gradcam_command_names_a_missing_run(tmp_path, capsys):
+    assert main(["gradcam", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "cam")]) == 2
+    assert "nothing" in capsys.readouterr().err
