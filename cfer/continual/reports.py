@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from cfer.continual.benchmark import IncrementalBenchmark
-from cfer.continual.metrics import accuracy_matrix, average_forgetting, backward_transfer, overall_accuracy
+from cfer.continual.metrics import average_forgetting, backward_transfer, overall_accuracy
 from cfer.io import atomic_write, atomic_write_text, write_json
 from cfer.reports import plot_confusion_matrix
 

@@ -46,6 +46,7 @@ from cfer.continual.reports import summarize_run, write_reports
 from cfer.continual.state import RestoreContext, get_strategy_state
 from cfer.data.sources import load_dataset
 from cfer.io import atomic_write, read_json, write_json
+from cfer.models.checkpoint import save_checkpoint
 from cfer.models.classifier import freeze_backbone
 from cfer.taxonomy import COMPOUND
 from cfer.training.basic import basic_classes, load_basic_model, run_basic_phase
@@ -167,7 +168,7 @@ def run_stream(
     run_dir.mkdir(parents=True, exist_ok=True)
     _seed_everything(seed)
     model = copy.deepcopy(basic_model).to(device)
-    freeze_backbone(model, config.trainable_blocks)
+    freeze_backbone(model, config.trainable_blocks, train_batchnorm=config.basic.model.train_batchnorm)
     model.train()
     codec = get_strategy_state(name)
     saved: dict[str, Any] | None = None
@@ -232,6 +233,9 @@ def run_stream(
         loggers.close()
     result = summarize_run(name, benchmark, steps, memory_size)
     if result["complete"]:
+        # The final model, loadable with cfer.models.load_checkpoint (and so by cfer gradcam).
+        save_checkpoint(model, run_dir / "model.safetensors",
+                        {"classes": list(benchmark.classes), "phase": "incremental", "strategy": name})
         write_json(result_path, result)
         state_path.unlink(missing_ok=True)
     return result

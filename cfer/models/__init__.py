@@ -46,6 +46,7 @@ __all__ = [
     "freeze_backbone",
     "load_backbone_weights",
     "load_checkpoint",
+    "register_head",
     "register_packaged_weights",
     "save_checkpoint",
     "trainable_parameter_count",

@@ -63,7 +63,7 @@ class BasicPhaseConfig:
     head_epochs: int = 30  # stage 1: epochs with the backbone frozen
     head_lr: float = 3e-3  # stage 1 learning rate (Adam)
     head_on_cached_features: bool = True  # stage 1 trains on features computed once, unaugmented
-    finetune_epochs: int = 12  # stage 2: epochs with the upper blocks trainable
+    finetune_epochs: int = 10  # stage 2: epochs with the upper blocks trainable
     finetune_lr: float = 2e-4  # stage 2 learning rate (Adam), lower as in the paper
     patience: int = 4  # epochs without a lower validation loss before a stage stops
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda[:k]"
