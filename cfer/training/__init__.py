@@ -1,1 +1,21 @@
-"""Placeholder; the lead fills in re-exports."""
+"""Training: the supervised loop, batch augmentation and the basic phase."""
+
+from cfer.training.augment import AugmentConfig, BatchAugment, make_preprocess
+from cfer.training.basic import BasicPhaseConfig, basic_classes, load_basic_model, run_basic_phase
+from cfer.training.loop import EarlyStopping, EpochStats, Evaluation, Trainer, make_loader, resolve_device
+
+__all__ = [
+    "AugmentConfig",
+    "BasicPhaseConfig",
+    "BatchAugment",
+    "EarlyStopping",
+    "EpochStats",
+    "Evaluation",
+    "Trainer",
+    "basic_classes",
+    "load_basic_model",
+    "make_loader",
+    "make_preprocess",
+    "resolve_device",
+    "run_basic_phase",
+]
