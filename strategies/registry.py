@@ -13,6 +13,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import torch
 from avalanche.core import SupervisedPlugin
+from avalanche.models.dynamic_optimizers import reset_optimizer
 from avalanche.training import (
     EWC,
     GDumb,
@@ -288,6 +289,8 @@ def _build_icarl(
     missing = config.total_num_classes - model.num_classes
     if missing > 0:
         model.add_classes(missing)
+        # the optimizer was built over the old output layer; point it at the grown one
+        reset_optimizer(optimizer, model)
     return ICaRL(
         feature_extractor=model.backbone,
         classifier=model.head,

@@ -140,3 +140,8 @@ def test_subject_split_reproduces_the_basic_phase_split(full_run: tuple[Path, di
     computed = subject_split(faces, BASIC, fold=0, n_folds=3, val_fraction=0.25, seed=0)
     assert computed == {"train": recorded["train"], "valid": recorded["val"], "test": recorded["test"]}
     assert summary["subjects"] == computed
+
+
+def test_joint_is_refused_with_the_supported_names(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="joint"):
+        run_incremental(load_config(IncrementalConfig, overrides=TINY + ["strategies=[joint]"]), tmp_path)
