@@ -77,6 +77,11 @@ class ExpressionClassifier(nn.Module):
         self.backbone = backbone
         self.head = head
         self.config = config
+        # train() below covers calls on this model; the hooks also cover code that switches the
+        # backbone itself to training mode, as Avalanche's iCaRL does with its feature extractor.
+        for submodule in backbone.modules():
+            if isinstance(submodule, _BatchNorm):
+                submodule.register_forward_pre_hook(_frozen_norm_stays_in_eval)
 
     @property
     def num_classes(self) -> int:
@@ -251,10 +256,18 @@ def trainable_parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def _frozen_norms_to_eval(module: nn.Module) -> None:
+def _is_frozen_norm(module: nn.Module) -> bool:
     # a BatchNorm without affine parameters cannot be marked frozen this way and keeps its mode
+    parameters = list(module.parameters(recurse=False))
+    return bool(parameters) and not any(p.requires_grad for p in parameters)
+
+
+def _frozen_norm_stays_in_eval(module: nn.Module, inputs: tuple) -> None:
+    if module.training and _is_frozen_norm(module):
+        module.eval()
+
+
+def _frozen_norms_to_eval(module: nn.Module) -> None:
     for submodule in module.modules():
-        if isinstance(submodule, _BatchNorm):
-            parameters = list(submodule.parameters(recurse=False))
-            if parameters and not any(p.requires_grad for p in parameters):
-                submodule.eval()
+        if isinstance(submodule, _BatchNorm) and _is_frozen_norm(submodule):
+            submodule.eval()

@@ -258,3 +258,21 @@ def test_save_needs_config(tmp_path: Path) -> None:
     model.config = None
     with pytest.raises(ValueError, match="create_model"):
         save_checkpoint(model, tmp_path / "x.safetensors")
+
+
+def test_frozen_batchnorm_keeps_its_statistics_when_the_backbone_alone_trains():
+    # Avalanche's iCaRL wraps model.backbone and calls train() on it, not on the classifier.
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(backbone="resnet18", pretrained="none"), num_classes=3)
+    freeze_backbone(model, trainable_blocks=1)
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items() if "running_mean" in k}
+    model.backbone.train()
+    model.backbone(torch.randn(4, 3, 32, 32) * 3 + 1)
+    after = {k: v for k, v in model.backbone.state_dict().items() if "running_mean" in k}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # Unfrozen BatchNorm still learns its statistics.
+    freeze_backbone(model, trainable_blocks=-1, train_batchnorm=True)
+    model.backbone.train()
+    model.backbone(torch.randn(4, 3, 32, 32) * 3 + 1)
+    changed = {k: v for k, v in model.backbone.state_dict().items() if "running_mean" in k}
+    assert any(not torch.equal(before[k], changed[k]) for k in before)
