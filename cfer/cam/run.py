@@ -396,25 +396,25 @@ def _accuracy_on(model: ExpressionClassifier, dataset: FaceExpressionDataset, na
 
 def _grid(maps: dict[str, dict[str, np.ndarray]], faces: _Faces, subject: int, top_fraction: float):
     """Arguments of plot_map_grid for one subject: a row per category, its own map, its components'."""
-    images, rows, labels = [], [], []
-    for category in maps:
-        image, cells, cell_labels = _row(maps, faces, category, subject, top_fraction)
-        images.append(image)
-        rows.append(cells)
-        labels.append(cell_labels)
-    return torch.stack(images), rows, labels, list(maps)
+    return _rows(maps, faces, [(category, subject) for category in maps], top_fraction, list(maps))
 
 
 def _panel(maps: dict[str, dict[str, np.ndarray]], faces: _Faces, compound: str, subjects: Sequence[int],
            top_fraction: float):
     """Arguments of plot_map_grid for one compound: a row per subject, compound map then components."""
+    titles = [f"{compound}, subject {subject}" for subject in subjects]
+    return _rows(maps, faces, [(compound, subject) for subject in subjects], top_fraction, titles)
+
+
+def _rows(maps: dict[str, dict[str, np.ndarray]], faces: _Faces, pairs: Sequence[tuple[str, int]],
+          top_fraction: float, titles: list[str]):
     images, rows, labels = [], [], []
-    for subject in subjects:
-        image, cells, cell_labels = _row(maps, faces, compound, subject, top_fraction)
+    for category, subject in pairs:
+        image, cells, cell_labels = _row(maps, faces, category, subject, top_fraction)
         images.append(image)
         rows.append(cells)
         labels.append(cell_labels)
-    return torch.stack(images), rows, labels, [f"{compound}, subject {subject}" for subject in subjects]
+    return torch.stack(images), rows, labels, titles
 
 
 def _row(maps: dict[str, dict[str, np.ndarray]], faces: _Faces, category: str, subject: int, top_fraction: float):
