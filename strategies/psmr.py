@@ -29,7 +29,7 @@ import logging
 import math
 from collections import defaultdict
 from fractions import Fraction
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from avalanche.benchmarks.utils import AvalancheDataset
@@ -351,6 +351,67 @@ class PSMRBuffer(BalancedExemplarsBuffer[_RankedClassBuffer]):
             self.seen_classes,
             len(self.buffer),
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The memory as tensors and plain values, loadable with ``torch.load(weights_only=True)``.
+
+        Exemplars are stored by reference, as the ``sample_id`` data attribute of each stored
+        sample (in rank order), not as images; :meth:`load_state_dict` looks them up in the
+        dataset they came from.
+
+        Returns:
+            ``max_size``, ``mode``, ``total_num_classes`` and, per class in order of arrival,
+            ``class_id``, ``max_size`` and ``sample_ids`` (a ``long`` tensor).
+
+        Raises:
+            AttributeError: If the stored samples have no ``sample_id`` attribute.
+        """
+        groups = []
+        for class_id, group in self.buffer_groups.items():
+            ids = group.buffer.sample_id if len(group.buffer) else []
+            groups.append(
+                {
+                    "class_id": int(class_id),
+                    "max_size": int(group.max_size),
+                    "sample_ids": torch.as_tensor(list(ids), dtype=torch.long),
+                }
+            )
+        return {
+            "max_size": int(self.max_size),
+            "mode": self.mode,
+            "total_num_classes": self.total_num_classes,
+            "groups": groups,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: AvalancheDataset) -> None:
+        """Put back a memory saved by :meth:`state_dict`.
+
+        Args:
+            state: The saved memory.
+            source: Dataset holding every stored sample, with a ``sample_id`` data attribute
+                (e.g. the stream's training split).
+
+        Raises:
+            ValueError: If the saved mode differs from this buffer's, or a sample id is not in
+                ``source``.
+        """
+        if state["mode"] != self.mode:
+            raise ValueError(f"saved PSMR memory is in mode {state['mode']!r}, this buffer in {self.mode!r}")
+        position = {int(sample_id): index for index, sample_id in enumerate(source.sample_id)}
+        self.max_size = int(state["max_size"])
+        self.total_num_classes = state["total_num_classes"]
+        self.buffer_groups.clear()
+        for saved in state["groups"]:
+            ids = saved["sample_ids"].tolist()
+            missing = [sample_id for sample_id in ids if sample_id not in position]
+            if missing:
+                raise ValueError(
+                    f"class {saved['class_id']}: sample ids {missing[:5]} are not in the source "
+                    "dataset; pass the dataset the memory was filled from"
+                )
+            group = _RankedClassBuffer(int(saved["max_size"]))
+            group.buffer = source.subset([position[sample_id] for sample_id in ids])
+            self.buffer_groups[int(saved["class_id"])] = group
 
     def resize(self, strategy: object, new_size: int) -> None:
         """Set the budget ``M`` and truncate every class to the new per-class quota.

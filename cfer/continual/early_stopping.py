@@ -75,7 +75,12 @@ class ValidationEarlyStoppingPlugin(SupervisedPlugin):
         self._targets = torch.empty(0, dtype=torch.long)
 
     def before_training_exp(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
-        seen = max(strategy.experience.classes_in_this_experience) + 1
+        # the classes trained on: the experience's, or more when a strategy trains on a replay
+        # memory or on the whole stream at once (joint training)
+        seen = max(
+            max(strategy.experience.classes_in_this_experience),
+            max(int(target) for target in strategy.adapted_dataset.targets),
+        ) + 1
         targets = torch.as_tensor(list(self.valid_data.targets))
         kept = (targets < seen).nonzero().flatten()
         self._seen = self.valid_data.subset(kept.tolist())

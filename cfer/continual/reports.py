@@ -36,7 +36,11 @@ def _group_accuracy(matrix: np.ndarray, rows: range) -> float | None:
 
 
 def summarize_run(
-    name: str, benchmark: IncrementalBenchmark, steps: Sequence[Mapping[str, Any]], memory_size: int
+    name: str,
+    benchmark: IncrementalBenchmark,
+    steps: Sequence[Mapping[str, Any]],
+    memory_size: int,
+    offline: bool = False,
 ) -> dict[str, Any]:
     """Summary of one strategy's run over one order.
 
@@ -46,6 +50,8 @@ def summarize_run(
         steps: One record per finished experience, as the runner makes them (``accuracy``,
             ``experience_accuracy``, ``confusion_matrix``, timings ...).
         memory_size: The replay budget it was given.
+        offline: Whether one model was trained on the whole stream and evaluated on its prefixes
+            (joint training); its runs have no per-step time.
 
     Returns:
         JSON-ready dict: the steps (with ``basic_accuracy`` and ``compound_accuracy`` added), the
@@ -69,6 +75,7 @@ def summarize_run(
         "order": list(benchmark.classes[benchmark.num_basic :]),
         "classes": list(benchmark.classes),
         "memory_size": memory_size,
+        "offline": offline,
         "complete": len(records) == benchmark.n_experiences,
         "step_accuracy": [step["accuracy"] for step in records],
         "average_step_accuracy": float(np.mean([s["accuracy"] for s in records])) if records else None,
@@ -102,8 +109,16 @@ def _aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "wall_seconds",
         "cpu_seconds",
     )
+    # the time of an incremental step (experience 0 only registers the basic classes)
+    step_seconds = [
+        float(np.mean([step["wall_seconds"] for step in run["steps"][1:]]))
+        if len(run["steps"]) > 1 and not run.get("offline")
+        else None
+        for run in runs
+    ]
     return {
         "orders": len(runs),
+        "step_seconds": _mean_std(step_seconds),
         "complete": all(run["complete"] for run in runs),
         "overall_accuracy": overall_accuracy(steps) if length else None,
         "step_accuracy_mean": steps.mean(axis=0).tolist(),
@@ -159,6 +174,14 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
 def _markdown(summary: Mapping[str, Any]) -> str:
     strategies = summary["strategies"]
     lines = [
@@ -166,10 +189,11 @@ def _markdown(summary: Mapping[str, Any]) -> str:
         "",
         "Accuracy (%) on the held-out test subjects, over the classes seen so far; mean over orders "
         "(± std). Overall accuracy: step accuracies (basic step included) averaged over orders, then "
-        "over steps (Maiden & Nakisa 2023).",
+        "over steps (Maiden & Nakisa 2023). s / step: mean wall time of an incremental step (training, "
+        "memory update, evaluation); × naive: that time relative to naive fine-tuning's.",
         "",
-        "| strategy | orders | overall | final | final basic | final compound | forgetting | BWT | wall s | CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| strategy | orders | overall | final | final basic | final compound | forgetting | BWT | s / step | × naive | wall s | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in strategies.items():
         a = entry["aggregate"]
@@ -184,6 +208,7 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             f"| {name} | {a['orders']}{'' if a['complete'] else ' (partial)'} | {_percent(a['overall_accuracy'])} | "
             f"{cell('final_accuracy')} | {cell('final_basic_accuracy')} | {cell('final_compound_accuracy')} | "
             f"{cell('average_forgetting')} | {cell('backward_transfer')} | "
+            f"{_seconds(a['step_seconds']['mean'])} | {_ratio(entry.get('step_seconds_vs_naive'))} | "
             f"{a['wall_seconds']['mean'] or 0:.0f} | {a['cpu_seconds']['mean'] or 0:.0f} |"
         )
     names = list(strategies)
@@ -235,6 +260,11 @@ def write_reports(
             "aggregate": _aggregate(with_steps) if with_steps else None,
             "runs": list(name_runs),
         }
+    naive = strategies.get("naive", {}).get("aggregate")
+    naive_step = naive["step_seconds"]["mean"] if naive else None
+    for entry in strategies.values():
+        step = entry["aggregate"]["step_seconds"]["mean"] if entry["aggregate"] else None
+        entry["step_seconds_vs_naive"] = step / naive_step if step is not None and naive_step else None
     summary = {
         "complete": all(run["complete"] for name_runs in runs.values() for run in name_runs),
         "basic": {key: basic.get(key) for key in ("classes", "best_fold", "best_fold_test", "test_accuracy_mean", "wall_seconds")},

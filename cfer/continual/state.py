@@ -8,8 +8,8 @@ next is specific to it, so each registered strategy has a :class:`StrategyState`
 as the ``sample_id`` s of their samples (see :mod:`cfer.continual.benchmark`) in buffer order, and
 rebuilt as subsets of the training split. Everything is loadable with ``torch.load(weights_only=True)``.
 
-A strategy without an entry cannot resume mid-stream; its run restarts from experience 0. That
-includes iCaRL: a capture of Avalanche's ``_ICaRLPlugin`` and ``ICaRLLossPlugin`` state (exemplar
+A strategy without an entry cannot resume mid-stream; its run restarts from experience 0. That is
+iCaRL only: a capture of Avalanche's ``_ICaRLPlugin`` and ``ICaRLLossPlugin`` state (exemplar
 tensors, herding order, class means, old model) resumed identically after experience 2 but not after
 experience 3 in a test, so it is not offered until the difference is understood.
 """
@@ -24,13 +24,13 @@ from typing import Any
 
 import torch
 from avalanche.benchmarks.utils import AvalancheDataset
-from avalanche.training.plugins import LwFPlugin, ReplayPlugin
+from avalanche.training.plugins import EWCPlugin, GDumbPlugin, LwFPlugin, ReplayPlugin
 from avalanche.training.storage_policy import ReservoirSamplingBuffer
 from avalanche.training.templates import SupervisedTemplate
+from avalanche.training.utils import ParamData
 from torch import nn
 
 from strategies.plugins import DistillationPlugin, PSMRReplayPlugin, frozen_copy
-from strategies.psmr import _RankedClassBuffer
 
 __all__ = ["STRATEGY_STATES", "RestoreContext", "StrategyState", "get_strategy_state"]
 
@@ -71,22 +71,11 @@ def _restore_nothing(strategy: SupervisedTemplate, state: dict[str, Any], contex
 
 
 def _capture_cfer(strategy: SupervisedTemplate) -> dict[str, Any]:
-    memory = _plugin(strategy, PSMRReplayPlugin).storage_policy
-    groups = [
-        {"class_id": int(class_id), "max_size": group.max_size, "sample_ids": _ids(group.buffer)}
-        for class_id, group in memory.buffer_groups.items()
-    ]
-    return {"max_size": memory.max_size, "groups": groups}
+    return _plugin(strategy, PSMRReplayPlugin).storage_policy.state_dict()
 
 
 def _restore_cfer(strategy: SupervisedTemplate, state: dict[str, Any], context: RestoreContext) -> None:
-    memory = _plugin(strategy, PSMRReplayPlugin).storage_policy
-    memory.max_size = int(state["max_size"])
-    memory.buffer_groups.clear()
-    for saved in state["groups"]:
-        group = _RankedClassBuffer(int(saved["max_size"]))
-        group.buffer = context.train_data.subset(saved["sample_ids"].tolist())
-        memory.buffer_groups[int(saved["class_id"])] = group
+    _plugin(strategy, PSMRReplayPlugin).storage_policy.load_state_dict(state, context.train_data)
     distillation = next((p for p in strategy.plugins if isinstance(p, DistillationPlugin)), None)
     if (
         distillation is not None
@@ -98,8 +87,8 @@ def _restore_cfer(strategy: SupervisedTemplate, state: dict[str, Any], context: 
         distillation.teacher = frozen_copy(context.basic_model).to(strategy.device)
 
 
-def _capture_replay(strategy: SupervisedTemplate) -> dict[str, Any]:
-    memory = _plugin(strategy, ReplayPlugin).storage_policy
+def _capture_reservoirs(memory: Any) -> dict[str, Any]:
+    """A balanced buffer of Avalanche reservoir buffers (``Replay``'s by experience, GDumb's by class)."""
     groups = [
         {
             "key": int(key),
@@ -109,19 +98,81 @@ def _capture_replay(strategy: SupervisedTemplate) -> dict[str, Any]:
         }
         for key, group in memory.buffer_groups.items()
     ]
-    return {"max_size": memory.max_size, "num_experiences": memory._num_exps, "groups": groups}
+    return {
+        "max_size": memory.max_size,
+        "num_experiences": getattr(memory, "_num_exps", 0),
+        "seen_classes": sorted(int(c) for c in getattr(memory, "seen_classes", ())),
+        "groups": groups,
+    }
 
 
-def _restore_replay(strategy: SupervisedTemplate, state: dict[str, Any], context: RestoreContext) -> None:
-    memory = _plugin(strategy, ReplayPlugin).storage_policy
+def _restore_reservoirs(memory: Any, state: dict[str, Any], context: RestoreContext) -> None:
     memory.max_size = int(state["max_size"])
-    memory._num_exps = int(state["num_experiences"])
+    if hasattr(memory, "_num_exps"):
+        memory._num_exps = int(state["num_experiences"])
+    if hasattr(memory, "seen_classes"):
+        memory.seen_classes = set(state["seen_classes"])
     memory.buffer_groups.clear()
     for saved in state["groups"]:
         group = ReservoirSamplingBuffer(int(saved["max_size"]))
         group.buffer = context.train_data.subset(saved["sample_ids"].tolist())
         group._buffer_weights = saved["weights"]
         memory.buffer_groups[int(saved["key"])] = group
+
+
+def _capture_replay(strategy: SupervisedTemplate) -> dict[str, Any]:
+    return _capture_reservoirs(_plugin(strategy, ReplayPlugin).storage_policy)
+
+
+def _restore_replay(strategy: SupervisedTemplate, state: dict[str, Any], context: RestoreContext) -> None:
+    _restore_reservoirs(_plugin(strategy, ReplayPlugin).storage_policy, state, context)
+
+
+def _capture_gdumb(strategy: SupervisedTemplate) -> dict[str, Any]:
+    gdumb = _plugin(strategy, GDumbPlugin)
+    return _capture_reservoirs(gdumb.storage_policy) | {
+        # GDumb retrains from this model (grown to the classes seen) at every experience
+        "init_model": {key: value.detach().cpu() for key, value in gdumb.init_model.state_dict().items()},
+    }
+
+
+def _restore_gdumb(strategy: SupervisedTemplate, state: dict[str, Any], context: RestoreContext) -> None:
+    gdumb = _plugin(strategy, GDumbPlugin)
+    _restore_reservoirs(gdumb.storage_policy, state, context)
+    # the restored model has the same architecture (head grown alike); only its weights differ
+    gdumb.init_model = copy.deepcopy(strategy.model)
+    gdumb.init_model.load_state_dict(state["init_model"])
+
+
+def _capture_ewc(strategy: SupervisedTemplate) -> dict[str, Any]:
+    ewc = _plugin(strategy, EWCPlugin)
+
+    def tensors(by_experience: dict[int, dict[str, Any]]) -> dict[int, dict[str, torch.Tensor]]:
+        return {
+            int(exp): {name: data.data.detach().cpu() for name, data in params.items()}
+            for exp, params in by_experience.items()
+        }
+
+    return {"saved_params": tensors(ewc.saved_params), "importances": tensors(ewc.importances)}
+
+
+def _restore_ewc(strategy: SupervisedTemplate, state: dict[str, Any], context: RestoreContext) -> None:
+    ewc = _plugin(strategy, EWCPlugin)
+
+    def params(saved: dict[int, dict[str, torch.Tensor]]) -> defaultdict[int, dict[str, ParamData]]:
+        return defaultdict(
+            dict,
+            {
+                int(exp): {
+                    name: ParamData(name, init_tensor=tensor.to(strategy.device), device=strategy.device)
+                    for name, tensor in by_name.items()
+                }
+                for exp, by_name in saved.items()
+            },
+        )
+
+    ewc.saved_params = params(state["saved_params"])
+    ewc.importances = params(state["importances"])
 
 
 def _capture_lwf(strategy: SupervisedTemplate) -> dict[str, Any]:
@@ -151,6 +202,8 @@ STRATEGY_STATES: dict[str, StrategyState] = {
     "naive": _NONE,
     "replay": StrategyState(_capture_replay, _restore_replay),
     "lwf": StrategyState(_capture_lwf, _restore_lwf),
+    "ewc": StrategyState(_capture_ewc, _restore_ewc),
+    "gdumb": StrategyState(_capture_gdumb, _restore_gdumb),
 }
 """Resumable strategies by registry name (see :data:`strategies.STRATEGIES`)."""
 

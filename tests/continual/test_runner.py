@@ -14,8 +14,8 @@ from cfer.config import load_config
 from cfer.continual import IncrementalConfig, format_incremental_summary, run_incremental
 from cfer.taxonomy import BASIC, COMPOUND
 
-STRATEGIES = ["cfer", "replay", "icarl"]  # lwf and the rest run in tests/strategies
-RESUMABLE = ["cfer", "replay"]  # iCaRL restarts its run from experience 0
+STRATEGIES = ["cfer", "naive", "replay", "lwf", "icarl", "ewc", "gdumb", "joint"]
+RESUMABLE = ["cfer", "replay", "lwf", "ewc", "gdumb"]  # iCaRL restarts its run from experience 0
 TINY = [
     "basic.data.subjects=10",
     "basic.data.size=32",
@@ -77,8 +77,20 @@ def test_reports_are_written(full_run: tuple[Path, dict]) -> None:
         assert aggregate["overall_accuracy"] == pytest.approx(sum(run["step_accuracy"]) / len(run["step_accuracy"]))
     markdown = (out / "results.md").read_text()
     assert all(f"| {name} |" in markdown for name in STRATEGIES)
+    assert "× naive" in markdown
     text = format_incremental_summary(summary, out)
     assert "cfer: overall accuracy" in text
+
+
+def test_step_time_is_reported_relative_to_naive(full_run: tuple[Path, dict]) -> None:
+    _, summary = full_run
+    naive = summary["strategies"]["naive"]["aggregate"]["step_seconds"]["mean"]
+    for name in set(STRATEGIES) - {"joint"}:  # joint trains once (see the joint test)
+        entry = summary["strategies"][name]
+        steps = entry["runs"][0]["steps"][1:]  # the incremental steps
+        mean = sum(step["wall_seconds"] for step in steps) / len(steps)
+        assert entry["aggregate"]["step_seconds"]["mean"] == pytest.approx(mean)
+        assert entry["step_seconds_vs_naive"] == pytest.approx(mean / naive)
 
 
 def test_cfer_grows_one_unit_per_step_and_keeps_a_memory(full_run: tuple[Path, dict]) -> None:
@@ -142,6 +154,20 @@ def test_subject_split_reproduces_the_basic_phase_split(full_run: tuple[Path, di
     assert summary["subjects"] == computed
 
 
-def test_joint_is_refused_with_the_supported_names(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="joint"):
-        run_incremental(load_config(IncrementalConfig, overrides=TINY + ["strategies=[joint]"]), tmp_path)
+def test_joint_trains_once_on_the_whole_stream_and_is_evaluated_on_every_prefix(full_run: tuple[Path, dict]) -> None:
+    out, summary = full_run
+    entry = summary["strategies"]["joint"]
+    run = entry["runs"][0]
+    assert run["offline"] and entry["aggregate"]["step_seconds"]["mean"] is None
+    assert entry["step_seconds_vs_naive"] is None
+    # one model: each experience scores the same whatever prefix it is evaluated in
+    rows = [step["experience_accuracy"] for step in run["steps"]]
+    for index in range(len(rows)):
+        assert {row[index] for row in rows[index:]} == {rows[-1][index]}
+    assert run["average_forgetting"] == pytest.approx(0.0)
+    assert [step["epochs"] > 0 for step in run["steps"]] == [False] * len(COMPOUND) + [True]
+    # it trained all 21 classes at once: its predictions on the basic test images reach compound units
+    from cfer.models.checkpoint import load_checkpoint
+
+    model, metadata = load_checkpoint(out / "runs" / "joint" / "order_0" / "model.safetensors")
+    assert model.num_classes == len(BASIC) + len(COMPOUND) == len(metadata["classes"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from types import SimpleNamespace
 
@@ -187,3 +188,38 @@ def test_selection_rejects_mixed_classes_and_bad_options() -> None:
         PSMRBuffer(10, mode="grow")
     with pytest.raises(ValueError):
         PSMRBuffer(10, mode="shrink")  # type: ignore[arg-type]
+
+
+def _with_sample_ids(ids: list[int], labels: list[int]):  # type: ignore[no-untyped-def]
+    data = _dataset(ids, labels)
+    # sample ids deliberately differ from positions, as in a subset of a larger split
+    return data.update_data_attribute("sample_id", [100 + i for i in ids])
+
+
+def test_state_dict_round_trip_rebuilds_the_same_memory_from_the_source() -> None:
+    torch.manual_seed(0)
+    table = torch.randn(24, 3)
+    source = _with_sample_ids(list(range(24)), [0] * 8 + [1] * 8 + [2] * 8)
+    buffer = PSMRBuffer(9, mode="limit")
+    buffer.post_adapt(_strategy(LookupModel(table)), SimpleNamespace(dataset=source.subset(list(range(16)))))
+    buffer.post_adapt(_strategy(LookupModel(table)), SimpleNamespace(dataset=source.subset(list(range(16, 24)))))
+    state = buffer.state_dict()
+    assert [group["class_id"] for group in state["groups"]] == [0, 1, 2]
+    assert all(group["sample_ids"].dtype == torch.long for group in state["groups"])
+
+    # the state survives torch.save / weights-only load
+    stream = io.BytesIO()
+    torch.save(state, stream)
+    stream.seek(0)
+    loaded = torch.load(stream, weights_only=True)
+
+    restored = PSMRBuffer(1, mode="limit")
+    restored.load_state_dict(loaded, source)
+    assert _class_ids(restored) == _class_ids(buffer)
+    assert restored.max_size == buffer.max_size and restored.memory_per_class == buffer.memory_per_class
+    assert sorted(int(t) for t in restored.buffer.targets) == sorted(int(t) for t in buffer.buffer.targets)
+
+    with pytest.raises(ValueError, match="not in the source"):
+        PSMRBuffer(1, mode="limit").load_state_dict(loaded, source.subset(list(range(8))))
+    with pytest.raises(ValueError, match="mode"):
+        PSMRBuffer(1, mode="grow", total_num_classes=3).load_state_dict(loaded, source)
