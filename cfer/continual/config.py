@@ -20,8 +20,12 @@ __all__ = ["IncrementalConfig", "default_basic_phase"]
 
 
 def default_basic_phase() -> BasicPhaseConfig:
-    """The basic phase of the default run: ``cfer train-basic``'s defaults, on one fold only."""
-    return BasicPhaseConfig(fold=0, progress=False)
+    """The basic phase of the default run: ``cfer train-basic``'s defaults on one fold, 180 subjects.
+
+    180 synthetic subjects instead of 230 keep the basic phase plus 15 steps within 10 minutes on a
+    2-core CPU (with 230, the same run took 11 minutes).
+    """
+    return BasicPhaseConfig(data=DataConfig(subjects=180), fold=0, progress=False)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,8 @@ def _aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "step_seconds": _mean_std(step_seconds),
         "complete": all(run["complete"] for run in runs),
         "overall_accuracy": overall_accuracy(steps) if length else None,
+        # spread over orders of each order's own step average
+        "overall_accuracy_std": float(steps.mean(axis=1).std()) if length else None,
         "step_accuracy_mean": steps.mean(axis=0).tolist(),
         "step_accuracy_std": steps.std(axis=0).tolist(),
         "num_classes": [int(step["num_classes"]) for step in runs[0]["steps"][:length]],
@@ -205,7 +207,8 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             return f"{_percent(value['mean'])} ± {_percent(value['std'])}"
 
         lines.append(
-            f"| {name} | {a['orders']}{'' if a['complete'] else ' (partial)'} | {_percent(a['overall_accuracy'])} | "
+            f"| {name} | {a['orders']}{'' if a['complete'] else ' (partial)'} | "
+            f"{_percent(a['overall_accuracy'])} ± {_percent(a['overall_accuracy_std'])} | "
             f"{cell('final_accuracy')} | {cell('final_basic_accuracy')} | {cell('final_compound_accuracy')} | "
             f"{cell('average_forgetting')} | {cell('backward_transfer')} | "
             f"{_seconds(a['step_seconds']['mean'])} | {_ratio(entry.get('step_seconds_vs_naive'))} | "

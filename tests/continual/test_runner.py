@@ -75,6 +75,7 @@ def test_reports_are_written(full_run: tuple[Path, dict]) -> None:
         assert list((out / "runs" / name / "order_0" / "logs").glob("session_0/csv/*.csv"))
         aggregate = summary["strategies"][name]["aggregate"]
         assert aggregate["overall_accuracy"] == pytest.approx(sum(run["step_accuracy"]) / len(run["step_accuracy"]))
+        assert aggregate["overall_accuracy_std"] == 0.0  # one order
     markdown = (out / "results.md").read_text()
     assert all(f"| {name} |" in markdown for name in STRATEGIES)
     assert "× naive" in markdown
