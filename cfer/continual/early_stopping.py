@@ -79,7 +79,7 @@ class ValidationEarlyStoppingPlugin(SupervisedPlugin):
         # memory or on the whole stream at once (joint training)
         seen = max(
             max(strategy.experience.classes_in_this_experience),
-            max(int(target) for target in strategy.adapted_dataset.targets),
+            max(strategy.adapted_dataset.targets.uniques),
         ) + 1
         targets = torch.as_tensor(list(self.valid_data.targets))
         kept = (targets < seen).nonzero().flatten()

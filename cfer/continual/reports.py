@@ -176,14 +176,6 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
-def _seconds(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
-
-
-def _ratio(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
-
-
 def _markdown(summary: Mapping[str, Any]) -> str:
     strategies = summary["strategies"]
     lines = [
@@ -211,7 +203,7 @@ def _markdown(summary: Mapping[str, Any]) -> str:
             f"{_percent(a['overall_accuracy'])} ± {_percent(a['overall_accuracy_std'])} | "
             f"{cell('final_accuracy')} | {cell('final_basic_accuracy')} | {cell('final_compound_accuracy')} | "
             f"{cell('average_forgetting')} | {cell('backward_transfer')} | "
-            f"{_seconds(a['step_seconds']['mean'])} | {_ratio(entry.get('step_seconds_vs_naive'))} | "
+            f"{_fmt(a['step_seconds']['mean'], '.1f')} | {_fmt(entry.get('step_seconds_vs_naive'), '.2f')} | "
             f"{a['wall_seconds']['mean'] or 0:.0f} | {a['cpu_seconds']['mean'] or 0:.0f} |"
         )
     names = list(strategies)
@@ -316,5 +308,5 @@ def format_incremental_summary(summary: Mapping[str, Any], out_dir: str | Path) 
     return "\n".join(lines)
 
 
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "–" if value is None else format(value, spec)
