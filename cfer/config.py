@@ -32,7 +32,14 @@ import yaml
 
 from cfer.io import atomic_write_text
 
-__all__ = ["ConfigError", "config_from_dict", "config_to_dict", "load_config", "save_config"]
+__all__ = [
+    "ConfigError",
+    "check_resumable",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "save_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +146,35 @@ def save_config(config: Any, path: str | Path) -> Path:
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
     atomic_write_text(path, text)
     return path
+
+
+def check_resumable(config: Any, out_dir: str | Path, may_change: Sequence[str] = ()) -> None:
+    """Refuse to continue a run directory that was started with other settings.
+
+    Compares ``config`` with the ``config.yaml`` that :func:`save_config` wrote into ``out_dir``
+    when the run started; nothing happens for a new directory.
+
+    Args:
+        config: The settings of this session (a config dataclass instance).
+        out_dir: The run directory.
+        may_change: Top-level keys that may differ between sessions of one run (e.g. ``device``).
+
+    Raises:
+        ValueError: If another key differs; the message names the keys.
+    """
+    saved = Path(out_dir) / "config.yaml"
+    if not saved.exists():
+        return
+    previous = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    current = config_to_dict(config)
+    differing = sorted(
+        key for key in set(previous) | set(current) if key not in may_change and previous.get(key) != current.get(key)
+    )
+    if differing:
+        raise ValueError(
+            f"{out_dir} holds a run with different settings ({', '.join(differing)}); "
+            f"use another --out, or delete {out_dir} to start over"
+        )
 
 
 # --- reading sources ---------------------------------------------------------

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "read_json", "write_json"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "read_json", "save_figure", "write_json"]
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
@@ -70,3 +71,26 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON ({error}); delete it to let the run write it again") from error
+
+
+def save_figure(figure: Any, path: str | Path, dpi: int = 120, bbox_inches: str | None = "tight",
+                **savefig_kwargs: Any) -> Path:
+    """Writes a matplotlib figure as PNG, atomically, then closes it if pyplot manages it.
+
+    Args:
+        figure: A ``matplotlib.figure.Figure`` (from pyplot or a bare ``Figure``).
+        path: Destination PNG.
+        dpi: Resolution.
+        bbox_inches: ``"tight"`` crops to the drawn area; None keeps the figure size.
+        **savefig_kwargs: Passed to ``figure.savefig`` (e.g. ``pil_kwargs``).
+
+    Returns:
+        The destination path.
+    """
+    try:
+        return atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=dpi, bbox_inches=bbox_inches,
+                                                              **savefig_kwargs))
+    finally:
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:  # a bare Figure is unknown to pyplot, and closing it is a no-op
+            pyplot.close(figure)

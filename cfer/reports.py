@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from cfer.io import atomic_write
+from cfer.io import save_figure
 
 __all__ = ["classification_metrics", "plot_confusion_matrix", "plot_curves"]
 
@@ -50,14 +50,6 @@ def _pyplot():
     return plt
 
 
-def _save(figure, path: str | Path) -> Path:
-    plt = _pyplot()
-    try:
-        return atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120, bbox_inches="tight"))
-    finally:
-        plt.close(figure)
-
-
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path,
                           title: str = "") -> Path:
     """Saves a row-normalised confusion matrix as PNG (scikit-learn's ConfusionMatrixDisplay)."""
@@ -71,7 +63,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str
     display = ConfusionMatrixDisplay(rates, display_labels=[c.replace("_", " ") for c in classes])
     display.plot(ax=axis, cmap="Blues", colorbar=False, values_format=".2f", xticks_rotation=60)
     axis.set_title(title or "confusion matrix (rows: true class, normalised)")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_curves(history: Mapping[str, Sequence[float]], path: str | Path, title: str = "") -> Path:
@@ -94,4 +86,4 @@ def plot_curves(history: Mapping[str, Sequence[float]], path: str | Path, title:
         if axis.lines:
             axis.legend(fontsize=8)
     figure.suptitle(title)
-    return _save(figure, path)
+    return save_figure(figure, path)

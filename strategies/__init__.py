@@ -1,62 +1,54 @@
-"""Avalanche strategies for adding compound expressions to a basic-expression backbone.
+"""Avalanche adapters for adding compound expressions to a basic-expression backbone.
 
-Each method is plain PyTorch first (:mod:`strategies.distillation`, :mod:`strategies.psmr`) with a
-thin Avalanche adapter over it (:mod:`strategies.plugins`); :func:`create_strategy` builds the
-paper's strategy, its ablations and Avalanche's baselines by name.
+The algorithms themselves are plain PyTorch in :mod:`cfer.core` (distillation loss and schedule,
+predictive sorting, head growth); this package holds only what ties them to Avalanche: plugins
+(:mod:`strategies.plugins`, :mod:`strategies.early_stopping`, :mod:`strategies.baselines`), the PSMR
+storage policy (:mod:`strategies.psmr`), resume (:mod:`strategies.states`, :mod:`strategies.checkpoint`)
+and the registry (:mod:`strategies.registry`), where :func:`create_strategy` builds the paper's
+strategy, its ablations and Avalanche's baselines by name.
 """
 
-from strategies.distillation import (
-    DistillationLoss,
-    distillation_loss,
-    kd_weight,
-    pad_logits,
-    soft_cross_entropy,
-)
+from strategies.checkpoint import StreamCheckpoint, seed_everything
+from strategies.early_stopping import EARLY_STOPPING_METRICS, EarlyStoppingMetric, ValidationEarlyStoppingPlugin
 from strategies.plugins import (
     ClassifierExpansionPlugin,
     DistillationPlugin,
     HeadL2Plugin,
     PSMRReplayPlugin,
-    frozen_copy,
 )
 from strategies.protocols import GrowingClassifier
-from strategies.psmr import (
-    PredictiveSortingSelection,
-    PSMRBuffer,
-    memory_per_class,
-    predict_logits,
-    predictive_sort,
-    representative_memory_size,
-)
+from strategies.psmr import PredictiveSortingSelection, PSMRBuffer
 from strategies.registry import (
     STRATEGIES,
     CferConfig,
+    Strategy,
     StrategySpec,
     create_strategy,
     make_config,
+    trained_model,
 )
+from strategies.states import RestoreContext, StrategyState
 
 __all__ = [
+    "EARLY_STOPPING_METRICS",
     "STRATEGIES",
     "CferConfig",
     "ClassifierExpansionPlugin",
-    "DistillationLoss",
     "DistillationPlugin",
+    "EarlyStoppingMetric",
     "GrowingClassifier",
     "HeadL2Plugin",
     "PSMRBuffer",
     "PSMRReplayPlugin",
     "PredictiveSortingSelection",
+    "RestoreContext",
+    "Strategy",
     "StrategySpec",
+    "StrategyState",
+    "StreamCheckpoint",
+    "ValidationEarlyStoppingPlugin",
     "create_strategy",
-    "distillation_loss",
-    "frozen_copy",
-    "kd_weight",
     "make_config",
-    "memory_per_class",
-    "pad_logits",
-    "predict_logits",
-    "predictive_sort",
-    "representative_memory_size",
-    "soft_cross_entropy",
+    "seed_everything",
+    "trained_model",
 ]

@@ -1,6 +1,6 @@
 """Avalanche plugins composing the strategy of Maiden & Nakisa (2023).
 
-Thin adapters over :mod:`strategies.distillation` and :mod:`strategies.psmr`. Where each one
+Thin adapters over :mod:`cfer.core.distillation` and :mod:`strategies.psmr`. Where each one
 hooks into Avalanche 0.6's ``BaseSGDTemplate._before_training_exp``, which runs, in order:
 
 1. ``before_train_dataset_adaptation``  -- :class:`DistillationPlugin` snapshots the teacher
@@ -9,8 +9,8 @@ hooks into Avalanche 0.6's ``BaseSGDTemplate._before_training_exp``, which runs,
    replaces ``adapted_dataset`` by memory + new-class samples, :class:`ClassifierExpansionPlugin`
    adds the output units;
 3. ``make_train_dataloader``, then ``check_model_and_optimizer``: Avalanche's model adaptation
-   (heads are ``DynamicModule`` s too, a no-op once grown) and ``make_optimizer``, which swaps the
-   grown ``head.fc`` parameters into the optimizer (by name, with fresh optimizer state);
+   (a no-op: the model is no ``DynamicModule``) and ``make_optimizer``, which swaps the grown
+   ``head.fc`` parameters into the optimizer (by name, with fresh optimizer state);
 4. ``before_training_exp``.
 
 During training :class:`DistillationPlugin` and :class:`HeadL2Plugin` add to ``strategy.loss``
@@ -20,7 +20,6 @@ in ``before_backward``; after training :class:`PSMRReplayPlugin` updates the mem
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,8 +30,9 @@ from avalanche.core import SupervisedPlugin
 from avalanche.models.utils import avalanche_forward
 from torch import nn
 
-from strategies.distillation import distillation_loss, kd_weight
-from strategies.psmr import PSMRBuffer, sample_per_class
+from cfer.core.distillation import distillation_loss, frozen_copy, kd_weight
+from cfer.core.sorting import sample_per_class
+from strategies.psmr import PSMRBuffer
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "grow_to_cover",
+    "trained_classes",
     "NEW_CLASS_SAMPLES",
     "TEACHERS",
     "ClassifierExpansionPlugin",
@@ -48,7 +50,6 @@ __all__ = [
     "NewClassSamples",
     "PSMRReplayPlugin",
     "TeacherMode",
-    "frozen_copy",
 ]
 
 TeacherMode = Literal["basic", "previous"]
@@ -57,25 +58,10 @@ NewClassSamples = Literal["balanced", "all"]
 NEW_CLASS_SAMPLES: tuple[str, ...] = ("balanced", "all")
 
 
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """Deep copy of ``model`` in eval mode with gradients disabled.
-
-    Args:
-        model: Model to copy.
-
-    Returns:
-        The copy, on the same device.
-    """
-    teacher = copy.deepcopy(model)
-    teacher.eval()
-    teacher.requires_grad_(False)
-    return teacher
-
-
 class DistillationPlugin(SupervisedPlugin):
     """Distil a frozen teacher into the model: ``(1 - g_i) * CE + g_i * KD`` at step ``i``.
 
-    Maiden & Nakisa (2023); see :mod:`strategies.distillation` for the loss and the schedule.
+    Maiden & Nakisa (2023); see :mod:`cfer.core.distillation` for the loss and the schedule.
     Step ``i`` is the index of the training experience minus ``basic_experiences``; no
     distillation happens while ``i < 0`` (the basic phase).
 
@@ -150,23 +136,39 @@ class ClassifierExpansionPlugin(SupervisedPlugin):
 
     Works with any model exposing ``num_classes`` and ``add_classes`` (see
     :class:`strategies.protocols.GrowingClassifier`). It grows the model before Avalanche's
-    ``make_optimizer`` runs, so the optimizer receives the new parameters.
+    ``make_optimizer`` runs, so the optimizer receives the new parameters. Labels index output
+    units: when they are numbered in order of arrival (class_order 0, 1, 2, ...), covering the
+    largest label trained on adds one unit per new class.
     """
 
     def after_train_dataset_adaptation(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
-        model = strategy.model
-        # labels index output units; when labels are numbered in order of arrival
-        # (class_order 0, 1, 2, ...), covering the largest one adds one unit per new class
-        needed = max(strategy.experience.classes_in_this_experience) + 1
-        if needed > model.num_classes:
-            model.add_classes(needed - model.num_classes)
+        grow_to_cover(strategy.model, trained_classes(strategy))
+
+
+def trained_classes(strategy: "SupervisedTemplate") -> int:
+    """Number of output units the data of the current training experience needs.
+
+    The experience's own classes, or more when a strategy trains on a replay memory or on the
+    whole stream at once (joint training).
+    """
+    largest = max(strategy.experience.classes_in_this_experience)
+    if strategy.adapted_dataset is not None:
+        largest = max(largest, max(strategy.adapted_dataset.targets.uniques))
+    return int(largest) + 1
+
+
+def grow_to_cover(model: nn.Module, num_classes: int) -> None:
+    """Add output units to a :class:`~strategies.protocols.GrowingClassifier` until it has ``num_classes``."""
+    if num_classes > model.num_classes:
+        model.add_classes(num_classes - model.num_classes)
 
 
 class HeadL2Plugin(SupervisedPlugin):
-    """Add the head's L2 penalty (``model.head.l2_penalty()``) to the loss.
+    """Add the model's L2 penalty (its optional ``l2_penalty()``) to the loss.
 
     The reference regularises the hidden kernels of its head in the basic phase only (its
-    continual ``train_step`` ignores ``model.losses``), hence the default.
+    continual ``train_step`` ignores ``model.losses``), hence the default. A model without an
+    ``l2_penalty`` member (see :class:`strategies.protocols.GrowingClassifier`) gets no penalty.
 
     Args:
         basic_experiences: Apply the penalty during the first ``basic_experiences`` experiences
@@ -183,7 +185,9 @@ class HeadL2Plugin(SupervisedPlugin):
             and strategy.clock.train_exp_counter >= self.basic_experiences
         ):
             return
-        strategy.loss += strategy.model.head.l2_penalty()
+        penalty = getattr(strategy.model, "l2_penalty", None)
+        if penalty is not None:
+            strategy.loss += penalty()
 
 
 class PSMRReplayPlugin(SupervisedPlugin):

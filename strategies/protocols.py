@@ -1,4 +1,4 @@
-"""The model interface the strategies rely on."""
+"""The model interface the strategies rely on: every member a plugin calls is here."""
 
 from __future__ import annotations
 
@@ -14,12 +14,20 @@ class GrowingClassifier(Protocol):
     """A classifier whose output layer grows by whole classes.
 
     ``cfer.models.ExpressionClassifier`` (timm backbone + a head from ``cfer.models.heads``)
-    satisfies it; any ``nn.Module`` with these members works with the plugins of this package.
+    satisfies it; so does any ``nn.Module`` with these members, e.g. a two-layer MLP (see the
+    README's "use cfer's strategy in your own Avalanche script"). The plugins of this package call
+    nothing else.
+
+    Optional member, used only when present:
+
+    * ``l2_penalty() -> Tensor``: a scalar regularisation term that ``HeadL2Plugin`` adds to the
+      loss (the paper's ``l2(1e-5)`` on its head's hidden kernels).
 
     Attributes:
-        backbone: Feature extractor, images ``(batch, channels, height, width)`` to features
-            ``(batch, features)``.
-        head: Classifier on the features, features to logits ``(batch, num_classes)``.
+        backbone: Feature extractor, inputs ``(batch, ...)`` to features ``(batch, features)``;
+            only ``'icarl'`` uses it (as Avalanche's ``feature_extractor``).
+        head: Classifier on the features, features to logits ``(batch, num_classes)``; only
+            ``'icarl'`` uses it (as Avalanche's ``classifier``).
     """
 
     backbone: nn.Module
@@ -34,6 +42,6 @@ class GrowingClassifier(Protocol):
         """Append ``num_new`` output units, keeping the old ones unchanged."""
         ...
 
-    def __call__(self, images: Tensor) -> Tensor:
-        """Logits ``(batch, num_classes)`` for ``images``."""
+    def __call__(self, inputs: Tensor) -> Tensor:
+        """Logits ``(batch, num_classes)`` for ``inputs``."""
         ...

@@ -1,9 +1,9 @@
-"""Predictive Sorting Memory Replay (PSMR): which exemplars to keep and how many.
+"""Predictive Sorting Memory Replay (PSMR) as Avalanche storage: which exemplars to keep and how many.
 
 Maiden & Nakisa (2023), "Complex Facial Expression Recognition Using Deep Knowledge
 Distillation of Basic Features", keep for every class the ``m`` training samples that the model
-scores highest on that class's own output unit, with ``M = floor(0.3 * N_train)`` and
-``m = floor(M / C_total)``. The reference (github.com/AngusMaiden/complex-FER,
+scores highest on that class's own output unit (the plain-PyTorch core is
+:mod:`cfer.core.sorting`). The reference (github.com/AngusMaiden/complex-FER,
 ``src/models/train.py``, ``RepresentativeMemoryUpdate``; ``src/complex_FER.py``, ``cont``):
 
 * ranks the basic classes with the basic model before the first incremental step, and each new
@@ -14,21 +14,14 @@ scores highest on that class's own output unit, with ``M = floor(0.3 * N_train)`
   ``m = floor(M / C_total)`` for the very first selection in both modes; here ``'limit'`` always
   divides by the classes seen, filling the budget from the start.)
 
-The reference sorts ``model.predict`` outputs, which are the *logits* of its last ``Dense``
-layer; the paper describes softmax probabilities. Both orders are available through ``score``;
-the default follows the paper.
-
-The plain-PyTorch core is :func:`predictive_sort`; :class:`PredictiveSortingSelection` (which
-ones) and :class:`PSMRBuffer` (how many) adapt it to Avalanche's ``ExemplarsSelectionStrategy``
-and ``ExemplarsBuffer``.
+:class:`PredictiveSortingSelection` (which ones) and :class:`PSMRBuffer` (how many) adapt the core
+to Avalanche's ``ExemplarsSelectionStrategy`` and ``ExemplarsBuffer``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -38,156 +31,18 @@ from avalanche.training.storage_policy import (
     ExemplarsBuffer,
     ExemplarsSelectionStrategy,
 )
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+
+from cfer.core.sorting import SCORES, Score, predictive_sort
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "MEMORY_MODES",
-    "SCORES",
-    "MemoryMode",
-    "PSMRBuffer",
-    "PredictiveSortingSelection",
-    "Score",
-    "memory_per_class",
-    "predict_logits",
-    "predictive_sort",
-    "representative_memory_size",
-    "sample_per_class",
-]
+__all__ = ["MEMORY_MODES", "MemoryMode", "PSMRBuffer", "PredictiveSortingSelection"]
 
-Score = Literal["probability", "logit"]
-SCORES: tuple[str, ...] = ("probability", "logit")
 MemoryMode = Literal["grow", "limit"]
 MEMORY_MODES: tuple[str, ...] = ("grow", "limit")
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    inputs: Tensor | Dataset,
-    batch_size: int = 64,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """Run ``model`` in eval mode over ``inputs`` in mini-batches.
-
-    Args:
-        model: Maps images ``(batch, ...)`` to logits ``(batch, classes)``.
-        inputs: Images ``(n, ...)``, or a dataset whose items are tuples starting with the image
-            (e.g. an Avalanche dataset yielding ``(x, y, task)``).
-        batch_size: Mini-batch size of the inference pass.
-        device: Device to run on; the model's current device if None.
-
-    Returns:
-        Logits, shape ``(n, classes)``, on the CPU, in the order of ``inputs``.
-    """
-    if device is None:
-        device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        if isinstance(inputs, Tensor):
-            batches = inputs.split(batch_size)
-        else:
-            collate_fn = getattr(inputs, "collate_fn", None)
-            loader = DataLoader(inputs, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
-            batches = (batch[0] if isinstance(batch, (tuple, list)) else batch for batch in loader)
-        logits = [model(images.to(device)).cpu() for images in batches]
-    finally:
-        model.train(was_training)
-    return torch.cat(logits) if logits else torch.empty(0, 0)
-
-
-def predictive_sort(
-    model: nn.Module,
-    inputs: Tensor | Dataset,
-    class_index: int,
-    batch_size: int = 64,
-    device: torch.device | str | None = None,
-    score: Score = "probability",
-) -> Tensor:
-    """Order candidates by how strongly the model predicts ``class_index`` for them.
-
-    One inference pass (see :func:`predict_logits`), then one stable descending sort, so ties
-    keep the input order.
-
-    Args:
-        model: Maps images to logits ``(batch, classes)`` with ``classes > class_index``.
-        inputs: Candidate images ``(n, ...)`` or a dataset of ``(image, ...)`` tuples.
-        class_index: Output unit to rank by (the candidates' own class).
-        batch_size: Mini-batch size of the inference pass.
-        device: Device to run on; the model's current device if None.
-        score: ``'probability'`` ranks by the softmax probability of the unit (the paper);
-            ``'logit'`` by its raw logit (what the reference code sorts).
-
-    Returns:
-        Indices into ``inputs``, shape ``(n,)``, best first.
-
-    Raises:
-        ValueError: If ``score`` is unknown.
-    """
-    if score not in SCORES:
-        raise ValueError(f"unknown score {score!r}; known scores: {list(SCORES)}")
-    logits = predict_logits(model, inputs, batch_size=batch_size, device=device)
-    if logits.numel() == 0:
-        return torch.empty(0, dtype=torch.long)
-    values = logits.softmax(dim=-1) if score == "probability" else logits
-    return torch.sort(values[:, class_index], descending=True, stable=True).indices
-
-
-def representative_memory_size(n_train: int, fraction: float = 0.3) -> int:
-    """Total memory budget ``floor(fraction * n_train)`` (the paper's ``M``).
-
-    Args:
-        n_train: Number of training samples over all classes of the stream.
-        fraction: Share of the training data kept.
-
-    Returns:
-        The budget.
-    """
-    # exact rational arithmetic: 0.3 * n in floats can land just below an integer
-    return math.floor(Fraction(repr(fraction)) * n_train)
-
-
-def memory_per_class(n_train: int, n_classes_total: int, fraction: float = 0.3) -> int:
-    """Exemplars per class, ``floor(floor(fraction * n_train) / n_classes_total)`` (``m``).
-
-    Args:
-        n_train: Number of training samples over all classes of the stream.
-        n_classes_total: Number of classes of the whole stream (basic and compound).
-        fraction: Share of the training data kept.
-
-    Returns:
-        The per-class count.
-    """
-    return representative_memory_size(n_train, fraction) // n_classes_total
-
-
-def sample_per_class(
-    targets: Tensor, per_class: int, generator: torch.Generator | None = None
-) -> Tensor:
-    """Draw up to ``per_class`` random samples of every class, without replacement.
-
-    Args:
-        targets: Class index of each sample, shape ``(n,)``.
-        per_class: Samples kept per class; classes with fewer keep all of theirs.
-        generator: Random generator; the global one if None.
-
-    Returns:
-        Sorted indices into ``targets``, shape ``(k,)``.
-    """
-    kept = []
-    for class_id in targets.unique():
-        members = (targets == class_id).nonzero().flatten()
-        chosen = torch.randperm(len(members), generator=generator)[:per_class]
-        kept.append(members[chosen])
-    if not kept:
-        return torch.empty(0, dtype=torch.long)
-    return torch.cat(kept).sort().values
 
 
 def _single_class(data: AvalancheDataset) -> int:

@@ -1,15 +1,22 @@
 """Continual-learning strategies by name: the paper's method, its ablations and baselines.
 
-``'cfer'`` composes the plugins of :mod:`strategies.plugins` on Avalanche's ``Naive`` template;
-the baselines are Avalanche's own strategies, unchanged. Every strategy has a ``@dataclass``
-config; ``create_strategy`` builds it from keyword arguments and rejects unknown keys.
+Each strategy is one :class:`StrategySpec` in :data:`STRATEGIES`, which carries every fact about it:
+how to build it, its config dataclass, whether it needs a memory or the stream's class count,
+whether it trains offline (joint), whether it early-stops, which scenario it reads, and how it
+saves and restores its state for resume. The runner (``cfer.continual``) and the tests read those
+facts from the entry; adding a strategy is one entry plus its tests.
+
+``'cfer'`` composes the plugins of :mod:`strategies.plugins` on Avalanche's ``Naive`` template; the
+baselines are Avalanche's own strategies, with :class:`~strategies.plugins.ClassifierExpansionPlugin`
+growing the model's head (a :class:`~strategies.protocols.GrowingClassifier`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -30,6 +37,9 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 from torch.optim import Optimizer
 
+from cfer.core.sorting import Score
+from cfer.registry import Registry
+from strategies.baselines import GDumbInitModelGrowth, ICaRLPriming
 from strategies.plugins import (
     ClassifierExpansionPlugin,
     DistillationPlugin,
@@ -38,7 +48,16 @@ from strategies.plugins import (
     PSMRReplayPlugin,
     TeacherMode,
 )
-from strategies.psmr import MemoryMode, PredictiveSortingSelection, PSMRBuffer, Score
+from strategies.psmr import MemoryMode, PredictiveSortingSelection, PSMRBuffer
+from strategies.states import (
+    CFER_STATE,
+    EWC_STATE,
+    GDUMB_STATE,
+    LWF_STATE,
+    NO_STATE,
+    REPLAY_STATE,
+    StrategyState,
+)
 
 __all__ = [
     "STRATEGIES",
@@ -47,9 +66,11 @@ __all__ = [
     "ICaRLConfig",
     "LwFConfig",
     "NoConfig",
+    "Strategy",
     "StrategySpec",
     "create_strategy",
     "make_config",
+    "trained_model",
 ]
 
 
@@ -68,7 +89,7 @@ class CferConfig:
     new_class_samples: NewClassSamples = "balanced"  # new class trains on m samples, or 'all'
     resample_each_epoch: bool = True  # draw a fresh balanced subset every epoch (ref. code)
     basic_experiences: int = 1  # leading experiences forming the basic phase
-    head_l2_in_basic_phase: bool = True  # add head.l2_penalty() during the basic phase
+    head_l2_in_basic_phase: bool = True  # add the model's l2_penalty() during the basic phase
 
 
 @dataclass(frozen=True)
@@ -101,17 +122,27 @@ class NoConfig:
     """Strategies without hyper-parameters beyond the common ones."""
 
 
-Builder = Callable[..., SupervisedTemplate]
+Strategy = SupervisedTemplate
+"""What :func:`create_strategy` returns: an Avalanche supervised strategy."""
+
+Builder = Callable[[nn.Module, Optimizer, Any, "int | None", dict[str, Any]], SupervisedTemplate]
+"""``(model, optimizer, config, memory_size, common keyword arguments) -> strategy``."""
 
 
 @dataclass(frozen=True)
 class StrategySpec:
-    """A registered strategy: how to build it and its config."""
+    """A registered strategy: every fact about it, in one place."""
 
-    build: Builder  # (model, optimizer, config, memory_size, common kwargs) -> strategy
+    build: Builder  # makes the Avalanche strategy
     config_type: type  # the dataclass of its hyper-parameters
-    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides (ablations)
-    needs_memory: bool = False  # whether memory_size is required
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)  # config overrides (ablations)
+    needs_memory: bool = False  # memory_size is required (the replay budget M)
+    needs_total_classes: bool = False  # its config's total_num_classes is the stream's class count
+    offline: bool = False  # trained once on the whole stream, then scored on every prefix (joint)
+    early_stops: bool = True  # validation early stopping applies to its steps
+    scenario: Literal["stream", "legacy"] = "stream"  # 'legacy': Avalanche's deprecated nc_benchmark
+    state: StrategyState | None = NO_STATE  # how it saves and restores for resume; None: it restarts
+    description: str = ""  # one line for listings
 
 
 def make_config(config_type: type, values: dict[str, Any]) -> Any:
@@ -136,18 +167,24 @@ def make_config(config_type: type, values: dict[str, Any]) -> Any:
     return config_type(**values)
 
 
-def _require_memory(name: str, memory_size: int | None) -> int:
-    if memory_size is None or memory_size <= 0:
-        raise ValueError(f"strategy {name!r} needs a positive memory_size, got {memory_size}")
-    return memory_size
+def trained_model(strategy: SupervisedTemplate, model: nn.Module) -> nn.Module:
+    """The model a strategy is training, to save or checkpoint.
+
+    GDumb replaces ``strategy.model`` by a fresh copy at every experience, while iCaRL wraps the
+    original's backbone and head (``strategy.model`` is then a wrapper and ``model`` is the one).
+
+    Args:
+        strategy: The strategy.
+        model: The model it was built around.
+
+    Returns:
+        ``strategy.model`` when it is of ``model``'s type, else ``model``.
+    """
+    return strategy.model if isinstance(strategy.model, type(model)) else model
 
 
 def _build_cfer(
-    model: nn.Module,
-    optimizer: Optimizer,
-    config: CferConfig,
-    memory_size: int | None,
-    common: dict[str, Any],
+    model: nn.Module, optimizer: Optimizer, config: CferConfig, memory_size: int | None, common: dict[str, Any]
 ) -> SupervisedTemplate:
     assert memory_size is not None
     if config.selection not in ("predictive", "random"):
@@ -186,101 +223,39 @@ def _build_cfer(
     return Naive(model=model, optimizer=optimizer, criterion=nn.CrossEntropyLoss(), **common)
 
 
-def _build_naive(
-    model: nn.Module,
-    optimizer: Optimizer,
-    config: NoConfig,
-    memory_size: int | None,
-    common: dict[str, Any],
-) -> SupervisedTemplate:
-    return Naive(model=model, optimizer=optimizer, criterion=nn.CrossEntropyLoss(), **common)
+def _avalanche(
+    template: type[SupervisedTemplate],
+    memory_argument: str | None = None,
+    extra_plugins: Sequence[type[SupervisedPlugin]] = (),
+) -> Builder:
+    """A builder of one of Avalanche's strategies: config fields become its keyword arguments.
 
+    Args:
+        template: The Avalanche strategy class.
+        memory_argument: Its keyword for the replay budget (``mem_size``), if it has one.
+        extra_plugins: cfer adapters it needs besides the head growth (e.g. GDumb's).
+    """
 
-def _build_joint(
-    model: nn.Module,
-    optimizer: Optimizer,
-    config: NoConfig,
-    memory_size: int | None,
-    common: dict[str, Any],
-) -> SupervisedTemplate:
-    return JointTraining(
-        model=model, optimizer=optimizer, criterion=nn.CrossEntropyLoss(), **common
-    )
+    def build(
+        model: nn.Module, optimizer: Optimizer, config: Any, memory_size: int | None, common: dict[str, Any]
+    ) -> SupervisedTemplate:
+        options = dataclasses.asdict(config)
+        if memory_argument is not None:
+            options[memory_argument] = memory_size
+        plugins = [*common["plugins"], ClassifierExpansionPlugin(), *(plugin() for plugin in extra_plugins)]
+        return template(
+            model=model,
+            optimizer=optimizer,
+            criterion=nn.CrossEntropyLoss(),
+            **options,
+            **{**common, "plugins": plugins},
+        )
 
-
-def _build_replay(
-    model: nn.Module,
-    optimizer: Optimizer,
-    config: NoConfig,
-    memory_size: int | None,
-    common: dict[str, Any],
-) -> SupervisedTemplate:
-    return Replay(
-        model=model,
-        optimizer=optimizer,
-        criterion=nn.CrossEntropyLoss(),
-        mem_size=memory_size,
-        **common,
-    )
-
-
-def _build_gdumb(
-    model: nn.Module,
-    optimizer: Optimizer,
-    config: NoConfig,
-    memory_size: int | None,
-    common: dict[str, Any],
-) -> SupervisedTemplate:
-    return GDumb(
-        model=model,
-        optimizer=optimizer,
-        criterion=nn.CrossEntropyLoss(),
-        mem_size=memory_size,
-        **common,
-    )
-
-
-def _build_lwf(
-    model: nn.Module,
-    optimizer: Optimizer,
-    config: LwFConfig,
-    memory_size: int | None,
-    common: dict[str, Any],
-) -> SupervisedTemplate:
-    return LwF(
-        model=model,
-        optimizer=optimizer,
-        criterion=nn.CrossEntropyLoss(),
-        alpha=config.alpha,
-        temperature=config.temperature,
-        **common,
-    )
-
-
-def _build_ewc(
-    model: nn.Module,
-    optimizer: Optimizer,
-    config: EWCConfig,
-    memory_size: int | None,
-    common: dict[str, Any],
-) -> SupervisedTemplate:
-    return EWC(
-        model=model,
-        optimizer=optimizer,
-        criterion=nn.CrossEntropyLoss(),
-        ewc_lambda=config.ewc_lambda,
-        mode=config.mode,
-        decay_factor=config.decay_factor,
-        **common,
-    )
+    return build
 
 
 def _build_icarl(
-    model: nn.Module,
-    optimizer: Optimizer,
-    config: ICaRLConfig,
-    memory_size: int | None,
-    common: dict[str, Any],
+    model: nn.Module, optimizer: Optimizer, config: ICaRLConfig, memory_size: int | None, common: dict[str, Any]
 ) -> SupervisedTemplate:
     if config.total_num_classes is None:
         raise ValueError("strategy 'icarl' needs total_num_classes")
@@ -298,25 +273,42 @@ def _build_icarl(
         memory_size=memory_size,
         buffer_transform=None,
         fixed_memory=config.fixed_memory,
-        **common,
+        **{**common, "plugins": [*common["plugins"], ICaRLPriming()]},
     )
 
 
-STRATEGIES: dict[str, StrategySpec] = {
-    "cfer": StrategySpec(_build_cfer, CferConfig, needs_memory=True),
-    "cfer-no-kd": StrategySpec(_build_cfer, CferConfig, {"distillation": False}, needs_memory=True),
-    "cfer-random-memory": StrategySpec(
-        _build_cfer, CferConfig, {"selection": "random"}, needs_memory=True
-    ),
-    "naive": StrategySpec(_build_naive, NoConfig),
-    "joint": StrategySpec(_build_joint, NoConfig),
-    "replay": StrategySpec(_build_replay, NoConfig, needs_memory=True),
-    "lwf": StrategySpec(_build_lwf, LwFConfig),
-    "icarl": StrategySpec(_build_icarl, ICaRLConfig, needs_memory=True),
-    "ewc": StrategySpec(_build_ewc, EWCConfig),
-    "gdumb": StrategySpec(_build_gdumb, NoConfig, needs_memory=True),
-}
+STRATEGIES: Registry[StrategySpec] = Registry("strategy")
 """Registered strategies by name."""
+
+STRATEGIES.register("cfer", StrategySpec(
+    _build_cfer, CferConfig, needs_memory=True, needs_total_classes=True, state=CFER_STATE,
+    description="the paper's: one unit per class, (1-g_i)·CE + g_i·KD from the basic model, PSMR memory"))
+STRATEGIES.register("cfer-no-kd", StrategySpec(
+    _build_cfer, CferConfig, {"distillation": False}, needs_memory=True, needs_total_classes=True,
+    state=CFER_STATE, description="ablation: cfer without the distillation term"))
+STRATEGIES.register("cfer-random-memory", StrategySpec(
+    _build_cfer, CferConfig, {"selection": "random"}, needs_memory=True, needs_total_classes=True,
+    state=CFER_STATE, description="ablation: cfer with a class-balanced random memory instead of PSMR's sorting"))
+STRATEGIES.register("naive", StrategySpec(
+    _avalanche(Naive), NoConfig, description="fine-tuning on each experience alone (lower bound)"))
+STRATEGIES.register("joint", StrategySpec(
+    _avalanche(JointTraining), NoConfig, offline=True,
+    description="one model trained on the whole stream at once, scored on every prefix"))
+STRATEGIES.register("replay", StrategySpec(
+    _avalanche(Replay, "mem_size"), NoConfig, needs_memory=True, state=REPLAY_STATE,
+    description="Avalanche's experience-balanced random replay of PSMR's size"))
+STRATEGIES.register("lwf", StrategySpec(
+    _avalanche(LwF), LwFConfig, state=LWF_STATE, description="Learning without Forgetting (Li & Hoiem 2016)"))
+STRATEGIES.register("icarl", StrategySpec(
+    _build_icarl, ICaRLConfig, needs_memory=True, needs_total_classes=True, scenario="legacy",
+    # iCaRL classifies by nearest class mean, computed only at the end of an experience, so a
+    # validation score during its training would rank stale means
+    early_stops=False, state=None, description="iCaRL (Rebuffi et al. 2017): herding memory, nearest-mean classifier"))
+STRATEGIES.register("ewc", StrategySpec(
+    _avalanche(EWC), EWCConfig, state=EWC_STATE, description="Elastic Weight Consolidation (Kirkpatrick et al. 2017)"))
+STRATEGIES.register("gdumb", StrategySpec(
+    _avalanche(GDumb, "mem_size", [GDumbInitModelGrowth]), NoConfig, needs_memory=True, state=GDUMB_STATE,
+    description="GDumb (Prabhu et al. 2020): retrain from scratch on a class-balanced memory"))
 
 
 def create_strategy(
@@ -336,9 +328,7 @@ def create_strategy(
     """Build a registered continual-learning strategy.
 
     Args:
-        name: One of ``STRATEGIES``: ``'cfer'`` (distillation + head expansion + PSMR),
-            ``'cfer-no-kd'``, ``'cfer-random-memory'``, and Avalanche's ``'naive'``, ``'joint'``,
-            ``'replay'``, ``'lwf'``, ``'icarl'``, ``'ewc'``, ``'gdumb'``.
+        name: One of :data:`STRATEGIES` (``'cfer'``, its ablations, Avalanche's baselines).
         model: A :class:`strategies.protocols.GrowingClassifier` (``'icarl'`` uses its
             ``backbone`` and ``head``).
         optimizer: Optimizer over ``model``'s parameters; Avalanche adds grown parameters.
@@ -360,15 +350,10 @@ def create_strategy(
         TypeError: If a keyword is not a field of the strategy's config.
         ValueError: If a memory-based strategy lacks ``memory_size``.
     """
-    try:
-        spec = STRATEGIES[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown strategy {name!r}; known strategies: {sorted(STRATEGIES)}"
-        ) from None
+    spec = STRATEGIES[name]
     config = make_config(spec.config_type, {**spec.defaults, **kwargs})
-    if spec.needs_memory:
-        memory_size = _require_memory(name, memory_size)
+    if spec.needs_memory and (memory_size is None or memory_size <= 0):
+        raise ValueError(f"strategy {name!r} needs a positive memory_size, got {memory_size}")
     common: dict[str, Any] = {
         "train_mb_size": train_mb_size,
         "train_epochs": train_epochs,

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from torch import Tensor
 
-from cfer.io import atomic_write
+from cfer.io import save_figure
 
 __all__ = ["overlay", "plot_map_grid", "plot_similarity"]
 
@@ -100,8 +100,7 @@ def plot_map_grid(
     if title:
         axis.text(width / 2, -title_height / 2, title, ha="center", va="center", fontsize=9)
     # PNG's fastest compression: the mosaic is large, and the default level costs seconds per grid.
-    return atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=dpi,
-                                                          pil_kwargs={"compress_level": 1}))
+    return save_figure(figure, path, dpi=dpi, bbox_inches=None, pil_kwargs={"compress_level": 1})
 
 
 def plot_similarity(per_compound: Mapping[str, Mapping[str, float | None]], path: str | Path,
@@ -154,4 +153,4 @@ def _display_image(image: np.ndarray | Tensor, display_size: int) -> np.ndarray:
 
 def _save(figure: Figure, path: str | Path) -> Path:
     # A bare Figure (no pyplot) keeps no global state and leaves a notebook's backend alone.
-    return atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=100, bbox_inches="tight"))
+    return save_figure(figure, path, dpi=100)

@@ -47,6 +47,8 @@ from pytorch_grad_cam.ablation_layer import AblationLayer
 from pytorch_grad_cam.base_cam import BaseCAM
 from torch import Tensor, nn
 
+from cfer.registry import Registry
+
 __all__ = [
     "CAM_METHODS",
     "CLASS_BLIND_METHODS",
@@ -73,22 +75,6 @@ def _ablation(model: nn.Module, target_layers: list[nn.Module], reshape_transfor
     return AblationCAM(model, target_layers, reshape_transform=reshape_transform, ablation_layer=AblationLayer())
 
 
-CAM_METHODS: dict[str, CamFactory] = {
-    "gradcam": _simple(GradCAM),
-    "gradcam++": _simple(GradCAMPlusPlus),
-    "xgradcam": _simple(XGradCAM),
-    "hirescam": _simple(HiResCAM),
-    "gradcamelementwise": _simple(GradCAMElementWise),
-    "layercam": _simple(LayerCAM),
-    "eigencam": _simple(EigenCAM),
-    "eigengradcam": _simple(EigenGradCAM),
-    "kpcacam": _simple(KPCA_CAM),
-    "scorecam": _simple(ScoreCAM),
-    "ablationcam": _ablation,
-    "randomcam": _simple(RandomCAM),
-}
-"""Every CAM method by canonical name; add one with :func:`register_cam_method`."""
-
 CLASS_BLIND_METHODS: frozenset[str] = frozenset({"eigencam", "kpcacam"})
 """Methods whose map does not depend on the target class: every class gets the same map, so
 compound-vs-component similarity is 1 by construction and means nothing for them."""
@@ -106,6 +92,10 @@ def canonical_cam_name(name: str) -> str:
     return "".join(name.lower().replace("-", " ").replace("_", " ").split())
 
 
+CAM_METHODS: Registry[CamFactory] = Registry("CAM method", normalize=canonical_cam_name)
+"""Every CAM method by canonical name; add one with :func:`register_cam_method`."""
+
+
 def register_cam_method(name: str, factory: CamFactory) -> None:
     """Makes a CAM method available to :func:`create_cam` by name.
 
@@ -116,10 +106,24 @@ def register_cam_method(name: str, factory: CamFactory) -> None:
     Raises:
         ValueError: If the name is taken.
     """
-    key = canonical_cam_name(name)
-    if key in CAM_METHODS:
-        raise ValueError(f"CAM method {key!r} is already registered")
-    CAM_METHODS[key] = factory
+    CAM_METHODS.register(name, factory)
+
+
+for _name, _factory in {
+    "gradcam": _simple(GradCAM),
+    "gradcam++": _simple(GradCAMPlusPlus),
+    "xgradcam": _simple(XGradCAM),
+    "hirescam": _simple(HiResCAM),
+    "gradcamelementwise": _simple(GradCAMElementWise),
+    "layercam": _simple(LayerCAM),
+    "eigencam": _simple(EigenCAM),
+    "eigengradcam": _simple(EigenGradCAM),
+    "kpcacam": _simple(KPCA_CAM),
+    "scorecam": _simple(ScoreCAM),
+    "ablationcam": _ablation,
+    "randomcam": _simple(RandomCAM),
+}.items():
+    register_cam_method(_name, _factory)
 
 
 def create_cam(
@@ -146,7 +150,4 @@ def create_cam(
     Raises:
         KeyError: If the name is unknown; the message lists the known names.
     """
-    key = canonical_cam_name(name)
-    if key not in CAM_METHODS:
-        raise KeyError(f"unknown CAM method {name!r}; known methods: {sorted(CAM_METHODS)}")
-    return CAM_METHODS[key](model, list(target_layers), reshape_transform)
+    return CAM_METHODS[name](model, list(target_layers), reshape_transform)

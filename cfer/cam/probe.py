@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cfer.core.head_training import fit_head
+from cfer.core.inference import predict
 from cfer.data.dataset import FaceExpressionDataset
 from cfer.models.classifier import ExpressionClassifier
 from cfer.models.heads import LinearHead
@@ -73,12 +75,7 @@ def fit_linear_probe(
     # linear layer afterwards, so the probe takes the backbone's features as they are.
     mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
     standardised = (features - mean) / std
-    head.train()
-    for _ in range(config.steps):
-        loss = nn.functional.cross_entropy(head(standardised), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    history = fit_head(head, standardised, targets, optimizer, config.steps)
     with torch.no_grad():
         head.fc.weight.div_(std)
         head.fc.bias.sub_(head.fc.weight @ mean)
@@ -87,7 +84,7 @@ def fit_linear_probe(
     probe = ExpressionClassifier(backbone, head.eval(), config=config_of_probe)
     probe.eval()
     logger.info("linear probe over %d classes: final training loss %.3f, training accuracy %.3f",
-                len(dataset.classes), loss.item(), probe_accuracy(probe, dataset, features=features))
+                len(dataset.classes), history[-1]["train_loss"], probe_accuracy(probe, dataset, features=features))
     return probe
 
 
@@ -112,11 +109,7 @@ def probe_accuracy(
     return float((predictions == dataset.targets).float().mean()) if len(dataset) else 0.0
 
 
-@torch.no_grad()
 def _features(backbone: nn.Module, model: ExpressionClassifier, dataset: FaceExpressionDataset,
               batch_size: int) -> torch.Tensor:
     preprocess = make_preprocess(model.data_config["mean"], model.data_config["std"])
-    device = next(backbone.parameters()).device
-    chunks = [backbone(preprocess(dataset.images[start:start + batch_size]).to(device))
-              for start in range(0, len(dataset), batch_size)]
-    return torch.cat(chunks)
+    return predict(backbone, dataset.images, batch_size, preprocess=preprocess, out_device=None)

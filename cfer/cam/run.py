@@ -82,8 +82,7 @@ class GradCamConfig:
     batch_size: int = 32  # images per CAM pass
 
     def __post_init__(self) -> None:
-        if canonical_cam_name(self.method) not in CAM_METHODS:
-            raise KeyError(f"unknown CAM method {self.method!r}; known methods: {sorted(CAM_METHODS)}")
+        CAM_METHODS.key(self.method)  # an unknown name fails here, listing the known ones
         if self.subjects < 1 or self.probe_subjects < 1 or self.batch_size < 1 or self.min_map_size < 1:
             raise ValueError("subjects, probe_subjects, batch_size and min_map_size must be positive")
         not_compound = [name for name in self.panels if name not in COMPOUND]

@@ -2,7 +2,8 @@
 
 :func:`run_incremental` is the whole protocol of Maiden & Nakisa (2023) (basic phase, then one
 Avalanche class-incremental stream per order of the compound classes, for every requested strategy,
-resumable); the modules below are its parts.
+resumable); the modules below are its parts. The strategies themselves are in the ``strategies``
+package, their algorithm cores in :mod:`cfer.core`.
 """
 
 from cfer.continual.benchmark import (
@@ -14,21 +15,15 @@ from cfer.continual.benchmark import (
     to_classification_dataset,
 )
 from cfer.continual.config import IncrementalConfig, default_basic_phase
-from cfer.continual.early_stopping import ValidationEarlyStoppingPlugin
 from cfer.continual.evaluation import RunLoggers, make_evaluator, read_step_metrics
 from cfer.continual.metrics import accuracy_matrix, average_forgetting, backward_transfer, overall_accuracy
 from cfer.continual.reports import format_incremental_summary, plot_accuracy_curves, summarize_run, write_reports
 from cfer.continual.runner import run_incremental, run_stream
-from cfer.continual.state import STRATEGY_STATES, RestoreContext, StrategyState, get_strategy_state
 
 __all__ = [
-    "STRATEGY_STATES",
     "IncrementalBenchmark",
     "IncrementalConfig",
-    "RestoreContext",
     "RunLoggers",
-    "StrategyState",
-    "ValidationEarlyStoppingPlugin",
     "accuracy_matrix",
     "average_forgetting",
     "backward_transfer",
@@ -36,7 +31,6 @@ __all__ = [
     "default_basic_phase",
     "draw_compound_orders",
     "format_incremental_summary",
-    "get_strategy_state",
     "make_evaluator",
     "make_transforms",
     "overall_accuracy",

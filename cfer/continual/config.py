@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cfer.continual.early_stopping import EarlyStoppingMetric
 from cfer.data.sources import DataConfig
-from cfer.models.classifier import ModelConfig
 from cfer.training.augment import AugmentConfig
 from cfer.training.basic import BasicPhaseConfig
+from strategies.early_stopping import EarlyStoppingMetric
 
 __all__ = ["IncrementalConfig", "default_basic_phase"]
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from cfer.continual.benchmark import IncrementalBenchmark
 from cfer.continual.metrics import average_forgetting, backward_transfer, overall_accuracy
-from cfer.io import atomic_write, atomic_write_text, write_json
+from cfer.io import atomic_write_text, save_figure, write_json
 from cfer.reports import plot_confusion_matrix
 
 __all__ = ["format_incremental_summary", "plot_accuracy_curves", "summarize_run", "write_reports"]
@@ -154,10 +154,7 @@ def plot_accuracy_curves(aggregates: Mapping[str, Mapping[str, Any]], path: str 
     axis.legend(fontsize=8)
     orders = max((a["orders"] for a in aggregates.values()), default=0)
     axis.set_title(f"class-incremental accuracy (mean ± std over {orders} order(s))")
-    try:
-        return atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120, bbox_inches="tight"))
-    finally:
-        plt.close(figure)
+    return save_figure(figure, path)
 
 
 def _plot_run_confusions(run: Mapping[str, Any], folder: Path) -> None:

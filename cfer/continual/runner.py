@@ -19,55 +19,53 @@ Layout of ``out_dir``::
 
 Killed at any point and started again with the same ``out_dir``, a run continues from its last
 finished experience and, on the CPU with the same seed, ends with the same metrics as an
-uninterrupted run (see :mod:`cfer.continual.state`).
+uninterrupted run (see :mod:`strategies.checkpoint`). Every fact about a strategy (offline, early
+stopping, scenario, resume) comes from its entry in :data:`strategies.STRATEGIES`.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import random
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from avalanche.core import SupervisedPlugin
-from avalanche.training.templates import SupervisedTemplate
 
-from cfer.config import config_to_dict, save_config
+from cfer.config import check_resumable, save_config
 from cfer.continual.benchmark import IncrementalBenchmark, build_benchmark, draw_compound_orders, subject_split
 from cfer.continual.config import IncrementalConfig
-from cfer.continual.early_stopping import ValidationEarlyStoppingPlugin
 from cfer.continual.evaluation import RunLoggers, make_evaluator, read_step_metrics
 from cfer.continual.reports import summarize_run, write_reports
-from cfer.continual.state import RestoreContext, get_strategy_state
+from cfer.core.sorting import representative_memory_size
 from cfer.data.sources import load_dataset
-from cfer.io import atomic_write, read_json, write_json
+from cfer.io import read_json, write_json
 from cfer.models.checkpoint import save_checkpoint
 from cfer.models.classifier import freeze_backbone
 from cfer.taxonomy import COMPOUND
 from cfer.training.basic import basic_classes, load_basic_model, run_basic_phase
 from cfer.training.loop import resolve_device
-from strategies import STRATEGIES, create_strategy, representative_memory_size
+from strategies import (
+    STRATEGIES,
+    RestoreContext,
+    Strategy,
+    StrategySpec,
+    StreamCheckpoint,
+    ValidationEarlyStoppingPlugin,
+    create_strategy,
+    seed_everything,
+    trained_model,
+)
 
 __all__ = ["run_incremental", "run_stream"]
 
 logger = logging.getLogger(__name__)
 
-STATE_FORMAT = 1
-# strategies whose config needs the size of the whole stream
-_NEEDS_TOTAL_CLASSES = ("cfer", "cfer-no-kd", "cfer-random-memory", "icarl")
-# iCaRL classifies by nearest class mean, computed only at the end of an experience, so a
-# validation score during its training would rank stale means
-_NO_EARLY_STOPPING = ("icarl",)
-# offline upper bounds: trained once on the whole stream, then evaluated on every prefix of it
-_OFFLINE = ("joint",)
 # settings that may change between sessions of one run
-_RESUMABLE_CHANGES = ("max_experiences", "device", "progress", "strategies", "orders")
 # (runs are independent per strategy and order, and order k is the same whatever the count)
+_RESUMABLE_CHANGES = ("max_experiences", "device", "progress", "strategies", "orders")
 
 
 def run_incremental(config: IncrementalConfig, out_dir: str | Path) -> dict[str, Any]:
@@ -85,28 +83,19 @@ def run_incremental(config: IncrementalConfig, out_dir: str | Path) -> dict[str,
         KeyError: If a strategy name is unknown (the message lists the known ones).
         ValueError: If ``out_dir`` holds a run with other settings, or the class order is invalid.
     """
-    unknown = [name for name in config.strategies if name not in STRATEGIES]
-    if unknown:
-        raise KeyError(f"unknown strategies {unknown}; known strategies: {sorted(STRATEGIES)}")
+    for name in config.strategies:
+        STRATEGIES.key(name)  # an unknown name fails before any training, listing the known ones
     if config.class_order is not None and sorted(config.class_order) != sorted(COMPOUND):
         raise ValueError(f"class_order must be a permutation of the compound classes {list(COMPOUND)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_resumable(config, out_dir)
+    check_resumable(config, out_dir, _RESUMABLE_CHANGES)
     save_config(config, out_dir / "config.yaml")
     wall_start, cpu_start = time.perf_counter(), time.process_time()
 
     basic_names = basic_classes(config.basic)
     dataset = load_dataset(config.basic.data, basic_names + COMPOUND)
-    basic_dir = out_dir / "basic"
-    if not ((basic_dir / "model.safetensors").exists() and (basic_dir / "metrics.json").exists()):
-        run_basic_phase(config.basic, basic_dir, dataset=dataset)
-    basic_summary = read_json(basic_dir / "metrics.json")
-    basic_model, metadata = load_basic_model(basic_dir)
-    if list(metadata["classes"]) != list(basic_names):
-        raise ValueError(f"{basic_dir} holds a model of classes {metadata['classes']}, expected {list(basic_names)}")
-    subjects = _subjects(config, dataset, basic_names, basic_dir, int(basic_summary["best_fold"]))
-
+    basic_model, basic_summary, subjects = _basic_phase(config, dataset, basic_names, out_dir / "basic")
     orders = (
         [tuple(config.class_order)]
         if config.class_order is not None
@@ -115,15 +104,8 @@ def run_incremental(config: IncrementalConfig, out_dir: str | Path) -> dict[str,
     device = resolve_device(config.device)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in config.strategies}
     for order_index, order in enumerate(orders):
-        benchmark = build_benchmark(
-            dataset,
-            basic_names,
-            order,
-            subjects,
-            basic_model.data_config["mean"],
-            basic_model.data_config["std"],
-            config.augment,
-        )
+        mean, std = basic_model.data_config["mean"], basic_model.data_config["std"]
+        benchmark = build_benchmark(dataset, basic_names, order, subjects, mean, std, config.augment)
         for name in config.strategies:
             run_dir = out_dir / "runs" / name / f"order_{order_index}"
             seed = config.seed * 1000 + order_index
@@ -163,43 +145,24 @@ def run_stream(
         ``complete`` is False when ``config.max_experiences`` stopped it early.
     """
     run_dir = Path(run_dir)
-    result_path, state_path = run_dir / "result.json", run_dir / "state.pt"
+    result_path = run_dir / "result.json"
     if result_path.exists():
         logger.info("%s: finished earlier; reusing %s", run_dir, result_path)
         return read_json(result_path)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _seed_everything(seed)
+    spec = STRATEGIES[name]
+    seed_everything(seed)
     model = copy.deepcopy(basic_model).to(device)
     freeze_backbone(model, config.trainable_blocks, train_batchnorm=config.basic.model.train_batchnorm)
     model.train()
-    codec = get_strategy_state(name)
-    saved: dict[str, Any] | None = None
-    if state_path.exists():
-        if codec is None:
-            logger.warning("%s: strategy %r cannot resume mid-stream; starting it again", run_dir, name)
-        else:
-            saved = torch.load(state_path, weights_only=True)
-            if saved.get("format") != STATE_FORMAT:
-                raise ValueError(f"{state_path} has format {saved.get('format')}, expected {STATE_FORMAT}")
-            model.add_classes(int(saved["num_classes"]) - model.num_classes)
-            model.load_state_dict(saved["model"])
+    checkpoint = StreamCheckpoint(run_dir / "state.pt", spec.state)
+    checkpoint.load_model(model)
     # after any regrowth of the head, so that it holds the model's current parameters
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-
+    memory_size = representative_memory_size(len(benchmark.data["train"]), config.memory_fraction)
+    early_stopping = _early_stopping(spec, benchmark, config)
     loggers = RunLoggers(run_dir / "logs", progress=config.progress)
     try:
-        optimizer_loader = _OptimizerStateLoader(saved["optimizer"] if saved is not None else None)
-        plugins: list[SupervisedPlugin] = [optimizer_loader]
-        early_stopping = None
-        if config.patience > 0 and name not in _NO_EARLY_STOPPING:
-            early_stopping = ValidationEarlyStoppingPlugin(
-                benchmark.data["valid"], config.patience, config.early_stopping_metric, config.eval_batch_size
-            )
-            plugins.append(early_stopping)
-        options = dict(config.strategy_options.get(name, {}))
-        if name in _NEEDS_TOTAL_CLASSES:
-            options.setdefault("total_num_classes", len(benchmark.classes))
-        memory_size = representative_memory_size(len(benchmark.data["train"]), config.memory_fraction)
         strategy = create_strategy(
             name,
             model,
@@ -209,44 +172,65 @@ def run_stream(
             eval_mb_size=config.eval_batch_size,
             device=device,
             evaluator=make_evaluator(len(benchmark.classes), loggers),
-            plugins=plugins,
+            plugins=checkpoint.plugins() + ([early_stopping] if early_stopping is not None else []),
             memory_size=memory_size,
-            **options,
+            **_strategy_options(name, spec, benchmark, config),
         )
-        scenario = benchmark.legacy_scenario() if name == "icarl" else benchmark.scenario
-        steps: list[dict[str, Any]] = []
-        if saved is not None and codec is not None:
-            steps = list(saved["steps"])
-            for key, value in saved["clock"].items():
-                setattr(strategy.clock, key, int(value))
-            codec.restore(strategy, saved["strategy"], RestoreContext(benchmark.data["train"], basic_model))
-            # Avalanche maps the optimizer's parameters by name on its first call, which must come
-            # before the head grows (cfer grows it earlier than Avalanche's own first call)
-            strategy.make_optimizer(reset_optimizer_state=True)
-            _set_rng_state(saved["rng"])
-            logger.info("%s: resuming after experience %d", run_dir, len(steps) - 1)
-        if name in _OFFLINE:
+        steps = checkpoint.restore(strategy, RestoreContext(benchmark.data["train"], basic_model))
+        scenario = benchmark.legacy_scenario() if spec.scenario == "legacy" else benchmark.scenario
+        if spec.offline:
             steps = _run_offline(strategy, scenario, benchmark, early_stopping)
         for index in range(len(steps), benchmark.n_experiences):
             if config.max_experiences is not None and index >= config.max_experiences:
                 break
             steps.append(_run_experience(strategy, scenario, index, benchmark, early_stopping, config))
-            if codec is not None:
-                _save_state(state_path, strategy, _current_model(strategy, model), name, steps)
+            checkpoint.save(strategy, trained_model(strategy, model), steps)
     finally:
         loggers.close()
-    result = summarize_run(name, benchmark, steps, memory_size, offline=name in _OFFLINE)
+    result = summarize_run(name, benchmark, steps, memory_size, offline=spec.offline)
     if result["complete"]:
         # The final model, loadable with cfer.models.load_checkpoint (and so by cfer gradcam).
-        save_checkpoint(_current_model(strategy, model), run_dir / "model.safetensors",
+        save_checkpoint(trained_model(strategy, model), run_dir / "model.safetensors",
                         {"classes": list(benchmark.classes), "phase": "incremental", "strategy": name})
         write_json(result_path, result)
-        state_path.unlink(missing_ok=True)
+        checkpoint.discard()
     return result
 
 
+def _basic_phase(
+    config: IncrementalConfig, dataset: Any, basic_names: tuple[str, ...], basic_dir: Path
+) -> tuple[torch.nn.Module, dict[str, Any], dict[str, list[int]]]:
+    """The basic-phase model (trained here unless ``basic_dir`` holds a finished run), its summary and subjects."""
+    if not ((basic_dir / "model.safetensors").exists() and (basic_dir / "metrics.json").exists()):
+        run_basic_phase(config.basic, basic_dir, dataset=dataset)
+    summary = read_json(basic_dir / "metrics.json")
+    model, metadata = load_basic_model(basic_dir)
+    if list(metadata["classes"]) != list(basic_names):
+        raise ValueError(f"{basic_dir} holds a model of classes {metadata['classes']}, expected {list(basic_names)}")
+    return model, summary, _subjects(config, dataset, basic_names, basic_dir, int(summary["best_fold"]))
+
+
+def _early_stopping(
+    spec: StrategySpec, benchmark: IncrementalBenchmark, config: IncrementalConfig
+) -> ValidationEarlyStoppingPlugin | None:
+    if config.patience <= 0 or not spec.early_stops:
+        return None
+    return ValidationEarlyStoppingPlugin(
+        benchmark.data["valid"], config.patience, config.early_stopping_metric, config.eval_batch_size
+    )
+
+
+def _strategy_options(
+    name: str, spec: StrategySpec, benchmark: IncrementalBenchmark, config: IncrementalConfig
+) -> dict[str, Any]:
+    options = dict(config.strategy_options.get(name, {}))
+    if spec.needs_total_classes:
+        options.setdefault("total_num_classes", len(benchmark.classes))
+    return options
+
+
 def _run_experience(
-    strategy: SupervisedTemplate,
+    strategy: Strategy,
     scenario: Any,
     index: int,
     benchmark: IncrementalBenchmark,
@@ -257,7 +241,6 @@ def _run_experience(
     experience = scenario.train_stream[index]
     if index == 0:
         # the basic phase trained these classes; zero epochs only lets the strategy register them
-        _prime_icarl(strategy, experience)
         strategy.train_epochs = 0
     try:
         strategy.train(experience)
@@ -291,7 +274,7 @@ def _run_experience(
 
 
 def _run_offline(
-    strategy: SupervisedTemplate,
+    strategy: Strategy,
     scenario: Any,
     benchmark: IncrementalBenchmark,
     early_stopping: ValidationEarlyStoppingPlugin | None,
@@ -337,147 +320,6 @@ def _run_offline(
     return steps
 
 
-def _current_model(strategy: SupervisedTemplate, model: torch.nn.Module) -> torch.nn.Module:
-    """The model being trained: GDumb replaces ``strategy.model`` by a fresh copy at every experience,
-    while iCaRL wraps the original's backbone and head (``strategy.model`` is then a wrapper)."""
-    return strategy.model if isinstance(strategy.model, type(model)) else model
-
-
-def _prime_icarl(strategy: SupervisedTemplate, experience: Any) -> None:
-    """iCaRL measures its feature size on its first training batch, which zero epochs never run."""
-    from avalanche.training.supervised.icarl import _ICaRLPlugin
-
-    for plugin in strategy.plugins:
-        if isinstance(plugin, _ICaRLPlugin) and plugin.embedding_size is None:
-            image = experience.dataset.eval()[0][0].unsqueeze(0).to(strategy.device)
-            model = strategy.model
-            was_training = model.training
-            model.eval()
-            with torch.no_grad():
-                features = model.feature_extractor(image)
-                plugin.input_size = image.shape[1:]
-                plugin.output_size = model.train_classifier(features).shape[1]
-                plugin.embedding_size = features.shape[1]
-            model.train(was_training)
-
-
-class _OptimizerStateLoader(SupervisedPlugin):
-    """Puts a saved optimizer state back once Avalanche has (re)built the optimizer's parameter list.
-
-    Avalanche resets the optimizer the first time a strategy trains, so a resumed run loads the
-    state at ``before_training_exp``, after that reset and after the head has grown. The state is
-    matched to parameters by name (see :func:`_optimizer_state`), because the positions can differ:
-    a strategy built around a model that grows after its optimizer was made (the registry's
-    iCaRL) keeps the replaced tensors in the optimizer. Parameters that grew since the save restart
-    from an empty state, as Avalanche's ``update_optimizer`` does in an uninterrupted run.
-    """
-
-    def __init__(self, saved: dict[str, Any] | None) -> None:
-        super().__init__()
-        self.saved = saved
-
-    def before_training_exp(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
-        if self.saved is None:
-            return
-        optimizer = strategy.optimizer
-        saved_state = self.saved["state_dict"]
-        saved_index = {
-            name: index
-            for group_names, group in zip(self.saved["param_names"], saved_state["param_groups"])
-            for name, index in zip(group_names, group["params"])
-            if name
-        }
-        names = {id(p): name for name, p in strategy.optimized_param_id.items()}
-        state: dict[int, Any] = {}
-        groups = []
-        position = 0
-        for group, saved_group in zip(optimizer.param_groups, saved_state["param_groups"]):
-            indices = []
-            for parameter in group["params"]:
-                index = saved_index.get(names.get(id(parameter), ""))
-                if index is not None and index in saved_state["state"]:
-                    state[position] = saved_state["state"][index]
-                indices.append(position)
-                position += 1
-            groups.append({**saved_group, "params": indices})
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
-        for group in optimizer.param_groups:
-            for parameter in group["params"]:
-                slots = optimizer.state.get(parameter, {})
-                if any(torch.is_tensor(v) and v.dim() > 0 and v.shape != parameter.shape for v in slots.values()):
-                    optimizer.state[parameter] = {}
-        self.saved = None
-
-
-def _optimizer_state(strategy: SupervisedTemplate) -> dict[str, Any]:
-    """The optimizer's state dict and the parameter name at each position (None: not in the model)."""
-    names = {id(p): name for name, p in (strategy.optimized_param_id or {}).items()}
-    return {
-        "state_dict": strategy.optimizer.state_dict(),
-        "param_names": [[names.get(id(p)) for p in group["params"]] for group in strategy.optimizer.param_groups],
-    }
-
-
-def _save_state(
-    path: Path, strategy: SupervisedTemplate, model: torch.nn.Module, name: str, steps: list[dict[str, Any]]
-) -> None:
-    codec = get_strategy_state(name)
-    clock = strategy.clock
-    state = {
-        "format": STATE_FORMAT,
-        "strategy_name": name,
-        "num_classes": model.num_classes,
-        "model": {key: value.detach().cpu() for key, value in model.state_dict().items()},
-        "optimizer": _optimizer_state(strategy),
-        "clock": {
-            key: int(getattr(clock, key))
-            for key in (
-                "train_iterations",
-                "train_exp_counter",
-                "train_exp_epochs",
-                "train_exp_iterations",
-                "train_epoch_iterations",
-                "total_iterations",
-            )
-        },
-        "strategy": codec.capture(strategy) if codec is not None else {},
-        "rng": _rng_state(),
-        "steps": steps,
-    }
-    atomic_write(path, lambda file: torch.save(state, file))
-
-
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "position": int(position),
-            "has_gauss": int(has_gauss),
-            "gauss": float(gauss),
-        },
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    saved = state["numpy"]
-    np.random.set_state(
-        (saved["kind"], saved["keys"].numpy().astype(np.uint32), saved["position"], saved["has_gauss"], saved["gauss"])
-    )
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
 def _subjects(
     config: IncrementalConfig, dataset: Any, basic_names: tuple[str, ...], basic_dir: Path, fold: int
 ) -> dict[str, list[int]]:
@@ -489,21 +331,3 @@ def _subjects(
             return {"train": subjects["train"], "valid": subjects["val"], "test": subjects["test"]}
     basic = config.basic
     return subject_split(dataset, basic_names, fold, basic.folds, basic.val_fraction, basic.seed)
-
-
-def _check_resumable(config: IncrementalConfig, out_dir: Path) -> None:
-    saved = out_dir / "config.yaml"
-    if not saved.exists():
-        return
-    previous = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
-    current = config_to_dict(config)
-    differing = sorted(
-        key
-        for key in set(previous) | set(current)
-        if key not in _RESUMABLE_CHANGES and previous.get(key) != current.get(key)
-    )
-    if differing:
-        raise ValueError(
-            f"{out_dir} holds a run with different settings ({', '.join(differing)}); "
-            f"use another out_dir, or delete {out_dir} to start over"
-        )

@@ -14,6 +14,7 @@ from pathlib import Path
 from cfer.data.cfee import read_cfee, read_prefix_map
 from cfer.data.dataset import FaceExpressionDataset
 from cfer.data.synthetic import SyntheticConfig, SyntheticFaces
+from cfer.registry import Registry
 
 __all__ = ["DataConfig", "SOURCES", "load_dataset", "register_source"]
 
@@ -33,17 +34,13 @@ class DataConfig:
 
 
 SourceLoader = Callable[[DataConfig, Sequence[str]], FaceExpressionDataset]
-SOURCES: dict[str, SourceLoader] = {}
+SOURCES: Registry[SourceLoader] = Registry("data source")
+"""Dataset loaders by name, ``name -> callable(config, categories)``."""
 
 
 def register_source(name: str) -> Callable[[SourceLoader], SourceLoader]:
     """Decorator that makes a dataset loader available by name."""
-
-    def register(loader: SourceLoader) -> SourceLoader:
-        SOURCES[name] = loader
-        return loader
-
-    return register
+    return SOURCES.register(name)
 
 
 @register_source("synthetic")
@@ -82,6 +79,4 @@ def load_dataset(config: DataConfig, categories: Sequence[str]) -> FaceExpressio
     Raises:
         KeyError: If the source is unknown; the message lists the known ones.
     """
-    if config.source not in SOURCES:
-        raise KeyError(f"unknown data source {config.source!r}; known sources: {sorted(SOURCES)}")
     return SOURCES[config.source](config, categories)

@@ -12,7 +12,10 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from cfer.core.head_training import fit_head
+from cfer.registry import Registry
 
 __all__ = [
     "EPISODE_CLASSIFIERS",
@@ -78,12 +81,10 @@ class PrototypeClassifier(EpisodeClassifier):
 class LinearProbe(EpisodeClassifier):
     """A linear (softmax regression) layer fitted to the support features of each episode.
 
-    Full-batch gradient descent on the cross-entropy plus ``weight_decay / 2 · |W|^2``, with the
-    gradient written out: an episode has a few dozen support vectors, where autograd and an
-    optimiser object would cost more than the arithmetic (hundreds of episodes per setting). The
-    layer starts from the prototype rule (weights ``2 · prototype``, bias ``-|prototype|^2``, which
-    ranks classes exactly as negative squared distance), so the steps refine a sensible classifier
-    rather than a random one.
+    Full-batch gradient descent (:func:`cfer.core.head_training.fit_head` with plain SGD) on the
+    cross-entropy plus ``weight_decay / 2 · |W|^2``. The layer starts from the prototype rule
+    (weights ``2 · prototype``, bias ``-|prototype|^2``, which ranks classes exactly as negative
+    squared distance), so the steps refine a sensible classifier rather than a random one.
 
     Args:
         steps: Gradient steps per episode.
@@ -97,34 +98,33 @@ class LinearProbe(EpisodeClassifier):
         self.lr = lr
         self.weight_decay = weight_decay
         self.normalize = normalize
-        self.weight: Tensor | None = None
-        self.bias: Tensor | None = None
+        self.layer: nn.Linear | None = None
 
     def _prepare(self, features: Tensor) -> Tensor:
         return F.normalize(features, dim=1) if self.normalize else features
 
-    @torch.no_grad()
     def fit(self, support_features: Tensor, support_labels: Tensor) -> None:
         features = self._prepare(support_features).float()
         n_way = int(support_labels.max()) + 1
         prototypes = torch.stack([features[support_labels == c].mean(0) for c in range(n_way)])
-        weight, bias = 2 * prototypes, -prototypes.pow(2).sum(1)
-        one_hot = F.one_hot(support_labels, n_way).float()
-        for _ in range(self.steps):
-            # d(mean cross-entropy)/d(logits) = (softmax - one_hot) / n
-            residual = (torch.softmax(features @ weight.T + bias, dim=1) - one_hot) / len(features)
-            weight = weight - self.lr * (residual.T @ features + self.weight_decay * weight)
-            bias = bias - self.lr * residual.sum(0)
-        self.weight, self.bias = weight, bias
+        layer = nn.Linear(features.shape[1], n_way)
+        with torch.no_grad():
+            layer.weight.copy_(2 * prototypes)
+            layer.bias.copy_(-prototypes.pow(2).sum(1))
+        optimizer = torch.optim.SGD([{"params": [layer.weight], "weight_decay": self.weight_decay},
+                                     {"params": [layer.bias], "weight_decay": 0.0}], lr=self.lr)
+        with torch.enable_grad():  # episodes are scored under no_grad
+            fit_head(layer, features, support_labels, optimizer, self.steps)
+        self.layer = layer
 
     @torch.no_grad()
     def logits(self, query_features: Tensor) -> Tensor:
-        if self.weight is None or self.bias is None:
+        if self.layer is None:
             raise RuntimeError("fit the classifier on a support set first")
-        return self._prepare(query_features).float() @ self.weight.T + self.bias
+        return self.layer(self._prepare(query_features).float())
 
 
-EPISODE_CLASSIFIERS: dict[str, Callable[..., EpisodeClassifier]] = {}
+EPISODE_CLASSIFIERS: Registry[Callable[..., EpisodeClassifier]] = Registry("episode classifier")
 """Episode classifiers by name: ``'prototype'`` and ``'linear'``."""
 
 
@@ -138,9 +138,7 @@ def register_episode_classifier(name: str, factory: Callable[..., EpisodeClassif
     Raises:
         ValueError: If ``name`` is already registered.
     """
-    if name in EPISODE_CLASSIFIERS:
-        raise ValueError(f"episode classifier {name!r} is already registered")
-    EPISODE_CLASSIFIERS[name] = factory
+    EPISODE_CLASSIFIERS.register(name, factory)
 
 
 register_episode_classifier("prototype", PrototypeClassifier)
@@ -160,6 +158,4 @@ def create_episode_classifier(name: str, **kwargs: object) -> EpisodeClassifier:
     Raises:
         KeyError: If ``name`` is unknown; the message lists the known names.
     """
-    if name not in EPISODE_CLASSIFIERS:
-        raise KeyError(f"unknown episode classifier {name!r}; known: {sorted(EPISODE_CLASSIFIERS)}")
     return EPISODE_CLASSIFIERS[name](**kwargs)

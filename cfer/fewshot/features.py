@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from cfer.core.inference import predict
 from cfer.data.dataset import FaceExpressionDataset, Indices
 from cfer.training.augment import make_preprocess
 
@@ -79,13 +80,6 @@ def extract_features(
     Returns:
         The features on the CPU, with the dataset's targets, subjects and classes.
     """
-    preprocess = make_preprocess(mean, std)
-    if isinstance(features, nn.Module):
-        features.eval()
-    chunks = [
-        features(preprocess(dataset.images[start : start + batch_size].to(device))).float().cpu()
-        for start in range(0, len(dataset), batch_size)
-    ]
-    stacked = torch.cat(chunks) if chunks else torch.zeros(0, 0)
+    stacked = predict(features, dataset.images, batch_size, device, preprocess=make_preprocess(mean, std)).float()
     logger.info("extracted %s features of %d images", tuple(stacked.shape[1:]), len(dataset))
     return FeatureSet(stacked, dataset.targets.clone(), dataset.subject_ids.clone(), tuple(dataset.classes))

@@ -2,7 +2,7 @@
 
 For each compound class, a copy of the basic-phase model gets one more output unit and learns the
 new class from ``K`` images (K in {1, 3, 5, all}) with the continual loss
-``(1 - g_i) · CE + g_i · KD`` of :mod:`strategies.distillation`, the teacher being the frozen basic
+``(1 - g_i) · CE + g_i · KD`` of :mod:`cfer.core.distillation`, the teacher being the frozen basic
 model. As the reference (github.com/AngusMaiden/complex-FER, ``src/models/train.py``,
 ``fewshot_learning``) the step index is ``i = 0`` for every class, and the training set is the K
 shots alone (here ``steps`` batches of ``batch_size`` drawn from them with replacement; the
@@ -29,12 +29,14 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, precision_score, recall_score
 from torch import Tensor
 
 from cfer.data.dataset import FaceExpressionDataset
@@ -42,7 +44,7 @@ from cfer.fewshot.features import FeatureSet
 from cfer.fewshot.stats import mean_ci
 from cfer.models.classifier import ExpressionClassifier, freeze_backbone
 from cfer.training.augment import AugmentConfig, BatchAugment, make_preprocess
-from strategies.distillation import DistillationLoss, kd_weight
+from cfer.core.distillation import DistillationLoss, kd_weight
 
 __all__ = [
     "PaperProtocolConfig",
@@ -99,23 +101,20 @@ def new_class_metrics(predictions: Tensor, targets: Tensor, new_class: int, basi
         (0 when nothing is predicted as new) and ``basic_accuracy`` (accuracy on the basic
         classes' images).
     """
-    predictions, targets = predictions.reshape(-1).cpu(), targets.reshape(-1).cpu()
-    is_new = targets == new_class
-    recalls = []
-    for class_id in [*basic_classes, new_class]:
-        mask = targets == class_id
-        if mask.any():
-            recalls.append(float((predictions[mask] == class_id).float().mean()))
-    new_recall = float((predictions[is_new] == new_class).float().mean()) if is_new.any() else float("nan")
-    predicted_new = predictions == new_class
-    precision = float(is_new[predicted_new].float().mean()) if predicted_new.any() else 0.0
-    basic = ~is_new
+    y_pred, y_true = predictions.reshape(-1).cpu().numpy(), targets.reshape(-1).cpu().numpy()
+    is_new, basic = y_true == new_class, y_true != new_class
+    new_recall = float(recall_score(y_true, y_pred, labels=[new_class], average="macro")) if is_new.any() else float("nan")
+    with warnings.catch_warnings():
+        # a class predicted but absent from the targets has no recall: it is left out, as documented
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        balanced = float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else float("nan")
     return {
         "new_class_only_accuracy": new_recall,
-        "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan"),
+        "balanced_accuracy": balanced,
         "new_class_recall": new_recall,
-        "new_class_precision": precision,
-        "basic_accuracy": float((predictions[basic] == targets[basic]).float().mean()) if basic.any() else float("nan"),
+        "new_class_precision": float(precision_score(y_true, y_pred, labels=[new_class], average="macro",
+                                                     zero_division=0)),
+        "basic_accuracy": float(accuracy_score(y_true[basic], y_pred[basic])) if basic.any() else float("nan"),
     }
 
 

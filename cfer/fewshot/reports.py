@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cfer.io import atomic_write, atomic_write_text, write_json
+from cfer.io import atomic_write_text, save_figure, write_json
 
 __all__ = ["fewshot_markdown", "format_fewshot_summary", "plot_accuracy_vs_shots", "write_fewshot_reports"]
 
@@ -113,10 +113,7 @@ def plot_accuracy_vs_shots(summary: dict[str, Any], path: str | Path) -> Path:
         axis.set_ylabel("accuracy")
         axis.set_ylim(0, 1.02)
         axis.grid(alpha=0.3)
-    try:
-        return atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120, bbox_inches="tight"))
-    finally:
-        plt.close(figure)
+    return save_figure(figure, path)
 
 
 def write_fewshot_reports(summary: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:

@@ -21,7 +21,7 @@ from cfer.models.classifier import (
     freeze_backbone,
     trainable_parameter_count,
 )
-from cfer.models.heads import HEADS, ExpandableHead, LinearHead, PaperHead, create_head, expand_linear, register_head
+from cfer.models.heads import HEADS, ExpandableHead, LinearHead, PaperHead, create_head, register_head
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -41,7 +41,6 @@ __all__ = [
     "create_head",
     "create_imagenet_classifier",
     "create_model",
-    "expand_linear",
     "feature_dim",
     "freeze_backbone",
     "load_backbone_weights",

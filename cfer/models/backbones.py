@@ -28,6 +28,8 @@ import torch
 from timm.data import resolve_data_config
 from torch import Tensor, nn
 
+from cfer.registry import Registry
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -87,7 +89,7 @@ class PackagedWeights:
     source: str = ""
 
 
-PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {}
+PACKAGED_WEIGHTS: Registry[PackagedWeights] = Registry("packaged backbone")
 """Registry of backbones whose ImageNet weights ship in a Python package, by timm model name."""
 
 
@@ -101,9 +103,7 @@ def register_packaged_weights(name: str, weights: PackagedWeights) -> None:
     Raises:
         ValueError: If ``name`` is already registered.
     """
-    if name in PACKAGED_WEIGHTS:
-        raise ValueError(f"packaged weights for {name!r} are already registered")
-    PACKAGED_WEIGHTS[name] = weights
+    PACKAGED_WEIGHTS.register(name, weights)
 
 
 def _efficientnet_lite0_path() -> Path:

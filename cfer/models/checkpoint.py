@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import safetensors.torch
 import torch
 
 from cfer.config import config_from_dict
+from cfer.io import atomic_write_bytes
 from cfer.models.classifier import ExpressionClassifier, ModelConfig, create_model
 
 logger = logging.getLogger(__name__)
@@ -64,15 +63,7 @@ def save_checkpoint(
         "metadata": json.dumps(dict(metadata or {})),
     }
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        safetensors.torch.save_file(tensors, temporary, metadata=header)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=header))
     logger.info("saved checkpoint %s (%d classes)", path, model.num_classes)
     return path
 

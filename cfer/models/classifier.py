@@ -111,6 +111,14 @@ class ExpressionClassifier(nn.Module):
         """
         self.head.add_classes(num_new, generator=generator)
 
+    def l2_penalty(self) -> Tensor:
+        """The head's L2 regularisation term (the paper's ``l2(1e-5)`` on the hidden kernels).
+
+        Returns:
+            Scalar tensor; zero for a head without regularised layers.
+        """
+        return self.head.l2_penalty()
+
     def features(self, images: Tensor) -> Tensor:
         """Pooled backbone features.
 

@@ -4,13 +4,11 @@ Maiden & Nakisa (2023), "Complex Facial Expression Recognition Using Deep Knowle
 Distillation of Basic Features", add one output unit per compound expression. The reference
 implementation (github.com/AngusMaiden/complex-FER, ``src/models/train.py``,
 ``ContinualLearner.__init__``) copies the old kernel and bias of the last ``Dense`` layer,
-initialises the new kernel column with ``GlorotUniform`` and the new bias with zero.
-:func:`expand_linear` does the same for a :class:`torch.nn.Linear`.
+initialises the new kernel column with ``GlorotUniform`` and the new bias with zero
+(:func:`cfer.core.growth.expand_linear`).
 
-Both heads are Avalanche :class:`~avalanche.models.DynamicModule` s, so any Avalanche strategy
-grows them before a training experience that brings labels beyond the current output size,
-and then registers the new parameters with the optimizer (``make_optimizer`` runs right after
-model adaptation in ``BatchObservation.check_model_and_optimizer``).
+The heads know nothing of Avalanche: a continual strategy grows them through ``add_classes``
+(``strategies.ClassifierExpansionPlugin`` does, for every registered strategy).
 """
 
 from __future__ import annotations
@@ -19,9 +17,10 @@ import logging
 from typing import Callable, Sequence
 
 import torch
-from avalanche.benchmarks.scenarios import CLExperience
-from avalanche.models import DynamicModule
 from torch import Tensor, nn
+
+from cfer.core.growth import expand_linear, glorot_linear
+from cfer.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -31,97 +30,16 @@ __all__ = [
     "PaperHead",
     "HEADS",
     "create_head",
-    "expand_linear",
-    "glorot_linear",
     "register_head",
 ]
 
 
-def glorot_linear(
-    in_features: int,
-    out_features: int,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-) -> nn.Linear:
-    """Build a Linear layer initialised as a Keras ``Dense`` layer: Glorot-uniform, zero bias.
-
-    Args:
-        in_features: Size of each input sample.
-        out_features: Number of output units.
-        generator: Random generator for the weights; the global one if None.
-        device: Device of the parameters.
-        dtype: Data type of the parameters.
-
-    Returns:
-        The initialised layer; ``weight`` has shape ``(out_features, in_features)``.
-    """
-    layer = nn.Linear(in_features, out_features, device=device, dtype=dtype)
-    with torch.no_grad():
-        nn.init.xavier_uniform_(layer.weight, generator=generator)
-        layer.bias.zero_()
-    return layer
-
-
-@torch.no_grad()
-def expand_linear(
-    layer: nn.Linear, num_new: int, generator: torch.Generator | None = None
-) -> nn.Linear:
-    """Return a copy of ``layer`` with ``num_new`` extra output units.
-
-    Old rows of the weight and old bias entries are copied exactly, so the logits of the old
-    classes are unchanged. New rows are Glorot(Xavier)-uniform with fan-in ``in_features`` and
-    fan-out ``num_new``: the reference draws the new kernel column with
-    ``GlorotUniform()(shape=(in_features, 1))``, i.e. fan-out 1 for one new class. New biases
-    are zero.
-
-    Args:
-        layer: Layer to expand; it is not modified.
-        num_new: Number of output units to add; 0 returns a copy.
-        generator: Random generator for the new rows; the global one if None.
-
-    Returns:
-        A new layer with ``out_features = layer.out_features + num_new`` on the same device and
-        dtype, with the same ``requires_grad`` flags.
-
-    Raises:
-        ValueError: If ``num_new`` is negative or ``layer`` has no bias.
-    """
-    if num_new < 0:
-        raise ValueError(f"num_new must be >= 0, got {num_new}")
-    if layer.bias is None:
-        raise ValueError("expand_linear needs a layer with a bias")
-    weight, bias = layer.weight, layer.bias
-    new_rows = torch.empty(num_new, layer.in_features, device=weight.device, dtype=weight.dtype)
-    if num_new > 0:
-        nn.init.xavier_uniform_(new_rows, generator=generator)
-    expanded = nn.Linear(
-        layer.in_features,
-        layer.out_features + num_new,
-        device=weight.device,
-        dtype=weight.dtype,
-    )
-    expanded.weight.copy_(torch.cat([weight, new_rows], dim=0))
-    expanded.bias.copy_(torch.cat([bias, bias.new_zeros(num_new)], dim=0))
-    expanded.weight.requires_grad_(weight.requires_grad)
-    expanded.bias.requires_grad_(bias.requires_grad)
-    return expanded
-
-
-class ExpandableHead(DynamicModule):
+class ExpandableHead(nn.Module):
     """Base class of heads whose last layer ``fc`` grows by whole classes.
 
     Subclasses call ``super().__init__(in_features)``, build ``self.fc`` (an
     :class:`~torch.nn.Linear`) and implement ``forward``.
-    The base class provides :meth:`add_classes`, the Avalanche :meth:`adaptation` hook and
-    :meth:`l2_penalty`.
-
-    Avalanche calls :meth:`adaptation` before every training *and* evaluation experience. The
-    head grows only in training mode: growing while evaluating a stream that contains future
-    classes would add units that the teacher snapshot of the distillation plugin then carries
-    as random logits instead of the zero padding of the reference. Evaluate on the experiences
-    seen so far (as the reference validates on the classes seen so far); a cross-entropy loss
-    metric on labels beyond ``num_classes`` fails.
+    The base class provides :meth:`add_classes` and :meth:`l2_penalty`.
     """
 
     fc: nn.Linear
@@ -151,21 +69,6 @@ class ExpandableHead(DynamicModule):
             return
         self.fc = expand_linear(self.fc, num_new, generator=generator)
         logger.info("head grew by %d to %d classes", num_new, self.num_classes)
-
-    def adaptation(self, experience: CLExperience) -> None:
-        """Grow to cover the labels of a training experience (Avalanche model adaptation).
-
-        Args:
-            experience: Experience exposing ``classes_in_this_experience``.
-        """
-        super().adaptation(experience)
-        if not self.training:
-            return
-        # labels index output units; when labels are numbered in order of arrival
-        # (class_order 0, 1, 2, ...), covering the largest one adds one unit per new class
-        needed = max(experience.classes_in_this_experience) + 1
-        if needed > self.num_classes:
-            self.add_classes(needed - self.num_classes)
 
     def l2_penalty(self) -> Tensor:
         """L2 regularisation term of the head, to add to the loss.
@@ -277,8 +180,8 @@ class PaperHead(ExpandableHead):
 
 HeadFactory = Callable[..., ExpandableHead]
 
-HEADS: dict[str, HeadFactory] = {}
-"""Registry of head constructors, ``name -> callable(in_features, num_classes, **kwargs)``."""
+HEADS: Registry[HeadFactory] = Registry("head")
+"""Head constructors by name, ``name -> callable(in_features, num_classes, **kwargs)``."""
 
 
 def register_head(name: str, factory: HeadFactory) -> None:
@@ -291,9 +194,7 @@ def register_head(name: str, factory: HeadFactory) -> None:
     Raises:
         ValueError: If ``name`` is already registered.
     """
-    if name in HEADS:
-        raise ValueError(f"head {name!r} is already registered")
-    HEADS[name] = factory
+    HEADS.register(name, factory)
 
 
 register_head("linear", LinearHead)
@@ -315,8 +216,4 @@ def create_head(name: str, in_features: int, num_classes: int, **kwargs: object)
     Raises:
         KeyError: If ``name`` is unknown; the message lists the known names.
     """
-    try:
-        factory = HEADS[name]
-    except KeyError:
-        raise KeyError(f"unknown head {name!r}; known heads: {sorted(HEADS)}") from None
-    return factory(in_features, num_classes, **kwargs)
+    return HEADS[name](in_features, num_classes, **kwargs)

@@ -2,13 +2,12 @@
 
 from cfer.training.augment import AugmentConfig, BatchAugment, make_preprocess
 from cfer.training.basic import BasicPhaseConfig, basic_classes, load_basic_model, run_basic_phase
-from cfer.training.loop import EarlyStopping, EpochStats, Evaluation, Trainer, make_loader, resolve_device
+from cfer.training.loop import EpochStats, Evaluation, Trainer, make_loader, resolve_device
 
 __all__ = [
     "AugmentConfig",
     "BasicPhaseConfig",
     "BatchAugment",
-    "EarlyStopping",
     "EpochStats",
     "Evaluation",
     "Trainer",

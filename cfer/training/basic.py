@@ -21,21 +21,25 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from cfer.config import config_to_dict, save_config
+from cfer.config import check_resumable, save_config
+from cfer.core.early_stopping import EarlyStopping
+from cfer.core.head_training import fit_head
+from cfer.core.inference import predict
 from cfer.data.dataset import FaceExpressionDataset
 from cfer.data.sources import DataConfig, load_dataset
-from cfer.data.splits import train_val_test_split
+from cfer.data.splits import SubjectSplit, train_val_test_split
 from cfer.io import atomic_write, read_json, write_json
 from cfer.models.checkpoint import load_checkpoint, save_checkpoint
 from cfer.models.classifier import ModelConfig, create_model, freeze_backbone
 from cfer.reports import classification_metrics, plot_confusion_matrix, plot_curves
 from cfer.taxonomy import BASIC, NEUTRAL
 from cfer.training.augment import AugmentConfig, BatchAugment, make_preprocess
-from cfer.training.loop import EarlyStopping, Trainer, make_loader, resolve_device
+from cfer.training.loop import Trainer, make_loader, resolve_device
 
 __all__ = ["BasicPhaseConfig", "basic_classes", "load_basic_model", "run_basic_phase"]
 
@@ -91,7 +95,7 @@ def run_basic_phase(config: BasicPhaseConfig, out_dir: str | Path, dataset: Face
         raise ValueError(f"fold must be in [0, {config.folds}), got {config.fold}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_resumable(config, out_dir)
+    check_resumable(config, out_dir, may_change=("fold", "progress", "device"))
     save_config(config, out_dir / "config.yaml")
     classes = basic_classes(config)
     start = time.perf_counter()
@@ -140,126 +144,178 @@ def load_basic_model(run_dir: str | Path):
     return load_checkpoint(path)
 
 
-def _check_resumable(config: BasicPhaseConfig, out_dir: Path) -> None:
-    """Refuses to resume a run directory that was started with different settings."""
-    saved = out_dir / "config.yaml"
-    if not saved.exists():
-        return
-    import yaml
-
-    previous = yaml.safe_load(saved.read_text())
-    current = config_to_dict(config)
-    ignored = {"fold", "progress", "device"}  # these may change between sessions of one run
-    differing = sorted(k for k in set(previous) | set(current) if k not in ignored and previous.get(k) != current.get(k))
-    if differing:
-        raise ValueError(
-            f"{out_dir} holds a run with different settings ({', '.join(differing)}); "
-            f"use another --out, or delete {out_dir} to start over"
-        )
-
-
 def _run_fold(config: BasicPhaseConfig, dataset: FaceExpressionDataset, fold: int, fold_dir: Path) -> dict:
+    """Trains, evaluates and saves one fold; resumes from ``fold_dir/state.pt``; reuses a finished fold."""
     done = fold_dir / "metrics.json"
     if done.exists():
         logger.info("fold %d already finished; reusing %s", fold, done)
         return read_json(done)
     fold_dir.mkdir(parents=True, exist_ok=True)
     fold_start = time.perf_counter()
-    device = resolve_device(config.device)
     split = train_val_test_split(dataset.subject_ids.numpy(), fold=fold, n_folds=config.folds,
                                  val_fraction=config.val_fraction, seed=config.seed, labels=dataset.targets.numpy())
     train, val, test = (dataset.subset(indices) for indices in split)
+    trainer, generator = _fold_trainer(config, len(dataset.classes), fold)
+    progress = _FoldProgress(fold_dir / "state.pt", generator)
+    # One stopper across both stages: fine-tuning must beat the head stage's best loss to count.
+    stopper = EarlyStopping(config.patience)
+    for stage in range(len(_STAGES)):
+        if progress.finished(stage):
+            continue
+        _train_stage(config, trainer, stage, train, val, stopper, progress, fold)
+        stopper.restore(trainer.model)
+    result = _evaluate_fold(trainer, dataset, split, (val, test), fold, fold_dir)
+    result.update(seconds=time.perf_counter() - fold_start, history=progress.history,
+                  train_images_per_second=float(np.median(progress.throughput)) if progress.throughput else 0.0,
+                  epochs=len(progress.history["train_loss"]))
+    plot_curves(progress.history, fold_dir / "curves.png", title=f"fold {fold}")
+    write_json(done, result)
+    progress.discard()
+    return result
 
+
+def _fold_trainer(config: BasicPhaseConfig, num_classes: int, fold: int) -> tuple[Trainer, torch.Generator]:
+    """The fold's model and trainer, seeded by fold; the generator drives shuffling and augmentation."""
     torch.manual_seed(config.seed * 1000 + fold)
     generator = torch.Generator().manual_seed(config.seed * 1000 + fold)
-    model = create_model(config.model, num_classes=len(dataset.classes))
+    model = create_model(config.model, num_classes=num_classes)
     trainer = Trainer(
         model,
         preprocess=make_preprocess(model.data_config["mean"], model.data_config["std"]),
         augment=BatchAugment(config.augment, generator=generator),
-        device=device,
+        device=resolve_device(config.device),
         regularizer=_head_l2,
         progress=config.progress,
     )
-    train_loader = make_loader(train, config.batch_size, shuffle=True, device=device, generator=generator)
-    val_loader = make_loader(val, 256, shuffle=False, device=device)
-    history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "train_accuracy": [], "val_accuracy": []}
-    throughput: list[float] = []
-    state_path = fold_dir / "state.pt"
-    resume = torch.load(state_path, weights_only=True) if state_path.exists() else None
-    if resume is not None:
-        logger.info("fold %d: resuming at stage %s, epoch %d", fold, _STAGES[resume["stage"]], resume["epoch"] + 1)
-        history, throughput = resume["history"], resume["throughput"]
+    return trainer, generator
 
-    stages = [(config.head_epochs, config.head_lr, 0), (config.finetune_epochs, config.finetune_lr, config.model.trainable_blocks)]
-    # One stopper across both stages: fine-tuning must beat the head stage's best loss to count.
-    stopper = EarlyStopping(config.patience)
-    for stage, (epochs, lr, trainable_blocks) in enumerate(stages):
-        if resume is not None and stage < resume["stage"]:
-            continue
-        freeze_backbone(trainer.model, trainable_blocks, train_batchnorm=config.model.train_batchnorm)
-        optimizer = torch.optim.Adam([p for p in trainer.model.parameters() if p.requires_grad], lr=lr)
-        stopper.epochs_without_improvement = 0
-        first_epoch = 0
-        if resume is not None and stage == resume["stage"]:
-            trainer.model.load_state_dict(resume["model"])
-            optimizer.load_state_dict(resume["optimizer"])
-            stopper.load_state_dict(resume["early_stopping"])
-            torch.set_rng_state(resume["torch_rng"])
-            generator.set_state(resume["generator"])
-            first_epoch = resume["epoch"] + 1
-            if resume["stopped"]:
-                first_epoch = epochs
-        stopped = False
-        if stage == 0 and config.head_on_cached_features and first_epoch < epochs:
-            # A frozen backbone in eval mode maps each image to fixed features, so stage 1 needs
-            # one backbone pass instead of one per epoch; the price is no augmentation in stage 1.
-            _fit_head_on_features(trainer, train, val, optimizer, stopper, epochs, config, generator, history)
-            first_epoch = epochs
-        for epoch in range(first_epoch, epochs):
-            stats = trainer.train_epoch(train_loader, optimizer, f"fold {fold} {_STAGES[stage]} {epoch + 1}/{epochs}")
-            evaluation = trainer.evaluate(val_loader, "val")
-            history["train_loss"].append(stats.loss)
-            history["train_accuracy"].append(stats.accuracy)
-            history["val_loss"].append(evaluation.loss)
-            history["val_accuracy"].append(evaluation.accuracy)
-            throughput.append(stats.images_per_second)
-            logger.info("fold %d %s epoch %d: train loss %.3f acc %.3f | val loss %.3f acc %.3f | %.0f img/s",
-                        fold, _STAGES[stage], epoch + 1, stats.loss, stats.accuracy, evaluation.loss,
-                        evaluation.accuracy, stats.images_per_second)
-            stopped = stopper.step(evaluation.loss, trainer.model, epoch)
-            _save_state(state_path, stage, epoch, stopped, trainer.model, optimizer, stopper, generator, history, throughput)
-            if stopped:
-                break
-        stopper.restore(trainer.model)
-        resume = None
 
-    test_eval = trainer.evaluate(make_loader(test, 256, shuffle=False, device=device), "test")
-    val_eval = trainer.evaluate(val_loader, "val")
+def _train_stage(config: BasicPhaseConfig, trainer: Trainer, stage: int, train: FaceExpressionDataset,
+                 val: FaceExpressionDataset, stopper: EarlyStopping, progress: _FoldProgress, fold: int) -> None:
+    """One stage: the head with the backbone frozen (0), or the upper blocks too (1); resumable by epoch."""
+    epochs, lr, trainable_blocks = _stage_settings(config, stage)
+    freeze_backbone(trainer.model, trainable_blocks, train_batchnorm=config.model.train_batchnorm)
+    optimizer = torch.optim.Adam([p for p in trainer.model.parameters() if p.requires_grad], lr=lr)
+    stopper.epochs_without_improvement = 0
+    first_epoch = progress.restore(stage, trainer.model, optimizer, stopper, epochs)
+    if stage == 0 and config.head_on_cached_features and first_epoch < epochs:
+        # A frozen backbone in eval mode maps each image to fixed features, so stage 1 needs
+        # one backbone pass instead of one per epoch; the price is no augmentation in stage 1.
+        _fit_head_on_features(trainer, train, val, optimizer, stopper, epochs, config, progress)
+        return
+    train_loader = make_loader(train, config.batch_size, shuffle=True, device=trainer.device,
+                               generator=progress.generator)
+    val_loader = make_loader(val, 256, shuffle=False, device=trainer.device)
+    for epoch in range(first_epoch, epochs):
+        stats = trainer.train_epoch(train_loader, optimizer, f"fold {fold} {_STAGES[stage]} {epoch + 1}/{epochs}")
+        evaluation = trainer.evaluate(val_loader, "val")
+        progress.record(stats.loss, stats.accuracy, evaluation.loss, evaluation.accuracy, stats.images_per_second)
+        logger.info("fold %d %s epoch %d: train loss %.3f acc %.3f | val loss %.3f acc %.3f | %.0f img/s",
+                    fold, _STAGES[stage], epoch + 1, stats.loss, stats.accuracy, evaluation.loss,
+                    evaluation.accuracy, stats.images_per_second)
+        stopped = stopper.step(evaluation.loss, trainer.model, epoch)
+        progress.save(stage, epoch, stopped, trainer.model, optimizer, stopper)
+        if stopped:
+            break
+
+
+def _stage_settings(config: BasicPhaseConfig, stage: int) -> tuple[int, float, int]:
+    """``(epochs, learning rate, trainable block groups)`` of a stage."""
+    if stage == 0:
+        return config.head_epochs, config.head_lr, 0
+    return config.finetune_epochs, config.finetune_lr, config.model.trainable_blocks
+
+
+def _evaluate_fold(trainer: Trainer, dataset: FaceExpressionDataset, split: SubjectSplit,
+                   sets: tuple[FaceExpressionDataset, FaceExpressionDataset], fold: int, fold_dir: Path) -> dict:
+    """Scores the fold's kept model on validation and test, saves it and its confusion matrix."""
+    val, test = sets
+    test_eval = trainer.evaluate(make_loader(test, 256, shuffle=False, device=trainer.device), "test")
+    val_eval = trainer.evaluate(make_loader(val, 256, shuffle=False, device=trainer.device), "val")
     test_metrics = classification_metrics(test_eval.targets, test_eval.predictions, dataset.classes)
     save_checkpoint(trainer.model.cpu(), fold_dir / "model.safetensors",
                     {"classes": list(dataset.classes), "phase": "basic", "fold": fold})
-    result = {
+    plot_confusion_matrix(test_metrics["confusion_matrix"], dataset.classes, fold_dir / "confusion_matrix.png",
+                          title=f"fold {fold}: test accuracy {test_metrics['accuracy']:.3f}")
+    return {
         "fold": fold,
         "val_accuracy": val_eval.accuracy,
         "test": test_metrics,
-        "epochs": len(history["train_loss"]),
-        "seconds": time.perf_counter() - fold_start,
-        "train_images_per_second": float(np.median(throughput)) if throughput else 0.0,
         "subjects": {name: sorted(set(dataset.subject_ids[idx].tolist())) for name, idx in split._asdict().items()},
-        "history": history,
     }
-    plot_confusion_matrix(test_metrics["confusion_matrix"], dataset.classes, fold_dir / "confusion_matrix.png",
-                          title=f"fold {fold}: test accuracy {test_metrics['accuracy']:.3f}")
-    plot_curves(history, fold_dir / "curves.png", title=f"fold {fold}")
-    write_json(done, result)
-    state_path.unlink(missing_ok=True)
-    return result
+
+
+class _FoldProgress:
+    """A fold's training history and its resume file (``state.pt``, written after each epoch).
+
+    Args:
+        path: The resume file; read now if it exists.
+        generator: The fold's generator (shuffling, augmentation); its state is saved and restored.
+    """
+
+    def __init__(self, path: Path, generator: torch.Generator) -> None:
+        self.path = path
+        self.generator = generator
+        self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "train_accuracy": [],
+                                                "val_accuracy": []}
+        self.throughput: list[float] = []
+        self.saved: dict[str, Any] | None = torch.load(path, weights_only=True) if path.exists() else None
+        if self.saved is not None:
+            logger.info("%s: resuming at stage %s, epoch %d", path.parent, _STAGES[self.saved["stage"]],
+                        self.saved["epoch"] + 1)
+            self.history, self.throughput = self.saved["history"], self.saved["throughput"]
+
+    def finished(self, stage: int) -> bool:
+        """Whether a resumed run had already finished ``stage``."""
+        return self.saved is not None and stage < self.saved["stage"]
+
+    def restore(self, stage: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                stopper: EarlyStopping, epochs: int) -> int:
+        """Puts the saved state of ``stage`` back (if the run stopped in it); returns the first epoch to run."""
+        saved, self.saved = self.saved, None
+        if saved is None or stage != saved["stage"]:
+            return 0
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        stopper.load_state_dict(saved["early_stopping"])
+        torch.set_rng_state(saved["torch_rng"])
+        self.generator.set_state(saved["generator"])
+        return epochs if saved["stopped"] else saved["epoch"] + 1
+
+    def record(self, train_loss: float, train_accuracy: float, val_loss: float, val_accuracy: float,
+               images_per_second: float | None = None) -> None:
+        """Appends one epoch to the history."""
+        for key, value in zip(("train_loss", "train_accuracy", "val_loss", "val_accuracy"),
+                              (train_loss, train_accuracy, val_loss, val_accuracy)):
+            self.history[key].append(value)
+        if images_per_second is not None:
+            self.throughput.append(images_per_second)
+
+    def save(self, stage: int, epoch: int, stopped: bool, model: torch.nn.Module,
+             optimizer: torch.optim.Optimizer, stopper: EarlyStopping) -> None:
+        """Writes the resume file (atomically) after an epoch."""
+        state = {
+            "stage": stage,
+            "epoch": epoch,
+            "stopped": stopped,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "early_stopping": stopper.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "generator": self.generator.get_state(),
+            "history": self.history,
+            "throughput": self.throughput,
+        }
+        atomic_write(self.path, lambda file: torch.save(state, file))
+
+    def discard(self) -> None:
+        """Removes the resume file (the fold has finished)."""
+        self.path.unlink(missing_ok=True)
 
 
 def _fit_head_on_features(trainer: Trainer, train: FaceExpressionDataset, val: FaceExpressionDataset,
                           optimizer: torch.optim.Optimizer, stopper: EarlyStopping, epochs: int,
-                          config: BasicPhaseConfig, generator: torch.Generator, history: dict) -> None:
+                          config: BasicPhaseConfig, progress: _FoldProgress) -> None:
     model = trainer.model
     train_features, val_features = (_features(trainer, d) for d in (train, val))
     train_targets, val_targets = train.targets.to(trainer.device), val.targets.to(trainer.device)
@@ -268,64 +324,27 @@ def _fit_head_on_features(trainer: Trainer, train: FaceExpressionDataset, val: F
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _head_epochs(model, train_features, train_targets, val_features, val_targets, optimizer, stopper,
-                     epochs, config, generator, history)
+        history = fit_head(model.head, train_features, train_targets, optimizer, epochs,
+                           batch_size=config.batch_size, generator=progress.generator,
+                           penalty=lambda: _head_l2(model), validation=(val_features, val_targets),
+                           stopper=stopper, snapshot=model)
     finally:
         torch.set_num_threads(threads)
-
-
-def _head_epochs(model, train_features, train_targets, val_features, val_targets, optimizer, stopper,
-                 epochs, config, generator, history) -> None:
-    for epoch in range(epochs):
-        model.head.train()
-        total, correct = 0.0, 0
-        for batch in torch.randperm(len(train_features), generator=generator).split(config.batch_size):
-            logits = model.head(train_features[batch])
-            loss = torch.nn.functional.cross_entropy(logits, train_targets[batch]) + _head_l2(model)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-            correct += int((logits.argmax(1) == train_targets[batch]).sum())
-        model.head.eval()
-        with torch.no_grad():
-            val_logits = model.head(val_features)
-            val_loss = torch.nn.functional.cross_entropy(val_logits, val_targets).item()
-            val_accuracy = float((val_logits.argmax(1) == val_targets).float().mean())
-        history["train_loss"].append(total / len(train_features))
-        history["train_accuracy"].append(correct / len(train_features))
-        history["val_loss"].append(val_loss)
-        history["val_accuracy"].append(val_accuracy)
-        if stopper.step(val_loss, model, epoch):
-            break
+    for record in history:
+        progress.record(record["train_loss"], record["train_accuracy"], record["val_loss"], record["val_accuracy"])
     logger.info("head stage on cached features: %d epochs, best val loss %.3f (epoch %d)",
-                epoch + 1, stopper.best_loss, stopper.best_epoch + 1)
+                len(history), stopper.best_loss, stopper.best_epoch + 1)
 
 
-@torch.no_grad()
 def _features(trainer: Trainer, dataset: FaceExpressionDataset) -> torch.Tensor:
     trainer.model.eval()
-    loader = make_loader(dataset, 256, shuffle=False, device=trainer.device)
-    return torch.cat([trainer.model.features(trainer.inputs(images, train=False)) for images, _ in loader])
+    # Through a DataLoader, as since the first release: iterating one draws its base seed from the
+    # global generator, which the head's dropout then continues from.
+    images = torch.utils.data.TensorDataset(dataset.images)
+    return predict(trainer.model.features, images, batch_size=256, device=trainer.device,
+                   preprocess=lambda batch: trainer.inputs(batch, train=False), out_device=None)
 
 
 def _head_l2(model: torch.nn.Module) -> torch.Tensor:
     """The paper's L2 (1e-5) on the head's hidden layers, during the basic phase."""
     return model.head.l2_penalty()
-
-
-def _save_state(path: Path, stage: int, epoch: int, stopped: bool, model, optimizer, stopper: EarlyStopping,
-                generator: torch.Generator, history: dict, throughput: list) -> None:
-    state = {
-        "stage": stage,
-        "epoch": epoch,
-        "stopped": stopped,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "early_stopping": stopper.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "generator": generator.get_state(),
-        "history": history,
-        "throughput": throughput,
-    }
-    atomic_write(path, lambda file: torch.save(state, file))

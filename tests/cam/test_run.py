@@ -88,7 +88,7 @@ def test_a_model_with_compound_outputs_is_measured_directly(tmp_path):
 def test_missing_checkpoint_and_bad_settings(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         run_gradcam(tmp_path, tmp_path / "out", GradCamConfig(**TINY))
-    with pytest.raises(KeyError, match="known methods"):
+    with pytest.raises(KeyError, match="known CAM methods"):
         GradCamConfig(method="gradcam+++")
     with pytest.raises(ValueError, match="grid_subject"):
         GradCamConfig(subjects=2, grid_subject=2)

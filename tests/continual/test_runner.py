@@ -13,9 +13,13 @@ import torch
 from cfer.config import load_config
 from cfer.continual import IncrementalConfig, format_incremental_summary, run_incremental
 from cfer.taxonomy import BASIC, COMPOUND
+from strategies import STRATEGIES as REGISTRY
 
-STRATEGIES = ["cfer", "naive", "replay", "lwf", "icarl", "ewc", "gdumb", "joint"]
-RESUMABLE = ["cfer", "replay", "lwf", "ewc", "gdumb"]  # iCaRL restarts its run from experience 0
+# every registered strategy but the ablations of cfer, which differ from it in a config field only
+STRATEGIES = [name for name in REGISTRY if not REGISTRY[name].defaults]
+# offline strategies train in one call, and a strategy without a state restarts its run
+RESUMABLE = [name for name in STRATEGIES if REGISTRY[name].state is not None and not REGISTRY[name].offline]
+RESTARTING = [name for name in STRATEGIES if REGISTRY[name].state is None and not REGISTRY[name].offline]
 TINY = [
     "basic.data.subjects=10",
     "basic.data.size=32",
@@ -86,7 +90,7 @@ def test_reports_are_written(full_run: tuple[Path, dict]) -> None:
 def test_step_time_is_reported_relative_to_naive(full_run: tuple[Path, dict]) -> None:
     _, summary = full_run
     naive = summary["strategies"]["naive"]["aggregate"]["step_seconds"]["mean"]
-    for name in set(STRATEGIES) - {"joint"}:  # joint trains once (see the joint test)
+    for name in [n for n in STRATEGIES if not REGISTRY[n].offline]:  # offline ones train once (joint test)
         entry = summary["strategies"][name]
         steps = entry["runs"][0]["steps"][1:]  # the incremental steps
         mean = sum(step["wall_seconds"] for step in steps) / len(steps)
@@ -122,14 +126,17 @@ def test_a_killed_run_resumes_to_the_same_metrics(full_run: tuple[Path, dict], t
     assert (tmp_path / "runs" / "cfer" / "order_0" / "logs" / "session_1").is_dir()
 
 
-def test_a_strategy_without_saved_state_restarts_its_run(full_run: tuple[Path, dict], tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", RESTARTING)
+def test_a_strategy_without_saved_state_restarts_its_run(
+    full_run: tuple[Path, dict], tmp_path: Path, name: str
+) -> None:
     full_out, full_summary = full_run
     shutil.copytree(full_out / "basic", tmp_path / "basic")
-    icarl = TINY + ["strategies=[icarl]"]
-    run_incremental(load_config(IncrementalConfig, overrides=icarl + ["max_experiences=2"]), tmp_path)
-    assert not (tmp_path / "runs" / "icarl" / "order_0" / "state.pt").exists()
-    resumed = run_incremental(load_config(IncrementalConfig, overrides=icarl), tmp_path)
-    assert _step_metrics(resumed)["icarl"] == _step_metrics(full_summary)["icarl"]
+    overrides = TINY + [f"strategies=[{name}]"]
+    run_incremental(load_config(IncrementalConfig, overrides=overrides + ["max_experiences=2"]), tmp_path)
+    assert not (tmp_path / "runs" / name / "order_0" / "state.pt").exists()
+    resumed = run_incremental(load_config(IncrementalConfig, overrides=overrides), tmp_path)
+    assert _step_metrics(resumed)[name] == _step_metrics(full_summary)[name]
 
 
 def test_a_run_with_other_settings_is_refused(full_run: tuple[Path, dict]) -> None:

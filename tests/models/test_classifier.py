@@ -87,7 +87,9 @@ def test_adding_classes_keeps_old_logits(head: str) -> None:
         after = model(images)
     assert model.num_classes == 9
     assert after.shape == (4, 9)
-    torch.testing.assert_close(after[:, :6], before, rtol=0, atol=0)
+    # the old output rows are copied bit for bit; the logits only up to the matmul blocking of a
+    # wider output, which on some CPUs changes the last bit
+    torch.testing.assert_close(after[:, :6], before, rtol=0, atol=1e-6)
 
 
 def test_global_pool_must_give_vectors() -> None:

@@ -53,6 +53,9 @@ class TinyClassifier(nn.Module):
     def add_classes(self, num_new: int) -> None:
         self.head.add_classes(num_new)
 
+    def l2_penalty(self) -> Tensor:  # the protocol's optional member, which HeadL2Plugin adds
+        return self.head.l2_penalty()
+
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.backbone(images))
 

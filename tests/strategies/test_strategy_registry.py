@@ -17,9 +17,6 @@ from strategies.plugins import DistillationPlugin, PSMRReplayPlugin
 from strategies.psmr import PredictiveSortingSelection
 from strategies.registry import STRATEGIES, CferConfig, create_strategy
 
-NEEDS_TOTAL_CLASSES = {"cfer", "cfer-no-kd", "cfer-random-memory", "icarl"}
-
-
 class TinyClassifier(nn.Module):
     """Stand-in for cfer.models.ExpressionClassifier: conv backbone + growing head."""
 
@@ -54,7 +51,7 @@ def _datasets() -> tuple[TensorDataset, TensorDataset]:
 
 def _benchmark(name: str):  # type: ignore[no-untyped-def]
     train, test = _datasets()
-    if name == "icarl":
+    if STRATEGIES[name].scenario == "legacy":
         # Avalanche's iCaRL reads experience.benchmark.n_classes_per_exp / classes_order,
         # which only the legacy generators provide
         return nc_benchmark(
@@ -89,9 +86,9 @@ def _create(name: str, model: nn.Module, **kwargs: object) -> SupervisedTemplate
 def test_registered_strategy_trains_on_a_tiny_stream(name: str) -> None:
     torch.manual_seed(0)
     benchmark = _benchmark(name)
-    kwargs = {"total_num_classes": 4} if name in NEEDS_TOTAL_CLASSES else {}
+    kwargs = {"total_num_classes": 4} if STRATEGIES[name].needs_total_classes else {}
     strategy = _create(name, TinyClassifier(num_classes=2), **kwargs)
-    if name == "joint":
+    if STRATEGIES[name].offline:
         strategy.train(benchmark.train_stream)
         trained = 1
     else:

@@ -7,7 +7,8 @@ from torch import nn
 
 from cfer.data.dataset import FaceExpressionDataset
 from cfer.training.augment import AugmentConfig, BatchAugment, make_preprocess
-from cfer.training.loop import EarlyStopping, Trainer, make_loader
+from cfer.core.early_stopping import EarlyStopping
+from cfer.training.loop import Trainer, make_loader
 
 
 def test_augment_draws_per_image_and_is_repeatable():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cfer.data.synthetic.renderer import FaceRenderer
-from cfer.io import atomic_write
+from cfer.io import save_figure
 from cfer.taxonomy import CATEGORY_NAMES, get_category
 
 
@@ -55,8 +55,4 @@ def contact_sheet(
             if column == 0:
                 axis.set_ylabel(f"subject {subject}", fontsize=7)
     figure.tight_layout(pad=0.3)
-    try:
-        atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=80))
-    finally:
-        plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path, dpi=80, bbox_inches=None)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from strategies.distillation import (
+from cfer.core.distillation import (
     DistillationLoss,
     distillation_loss,
     kd_weight,

@@ -2,14 +2,14 @@
 
 A run saves after every experience and must, started again, continue exactly where it stopped. The
 model's and optimizer's state dicts, Avalanche's clock and the random generators are common to every
-strategy (see :mod:`cfer.continual.runner`); what else a strategy carries from one experience to the
-next is specific to it, so each registered strategy has a :class:`StrategyState` that captures it
-(``capture``) and puts it back into a freshly built strategy (``restore``). Replay buffers are saved
+strategy (see :mod:`strategies.checkpoint`); what else a strategy carries from one experience to the
+next is specific to it, so each registered strategy's entry carries a :class:`StrategyState` that
+captures it (``capture``) and puts it back into a freshly built strategy (``restore``). Replay buffers are saved
 as the ``sample_id`` s of their samples (see :mod:`cfer.continual.benchmark`) in buffer order, and
 rebuilt as subsets of the training split. Everything is loadable with ``torch.load(weights_only=True)``.
 
-A strategy without an entry cannot resume mid-stream; its run restarts from experience 0. That is
-iCaRL only: a capture of Avalanche's ``_ICaRLPlugin`` and ``ICaRLLossPlugin`` state (exemplar
+A strategy whose entry has no state cannot resume mid-stream; its run restarts from experience 0.
+That is iCaRL only: a capture of Avalanche's ``_ICaRLPlugin`` and ``ICaRLLossPlugin`` state (exemplar
 tensors, herding order, class means, old model) resumed identically after experience 2 but not after
 experience 3 in a test, so it is not offered until the difference is understood.
 """
@@ -30,9 +30,19 @@ from avalanche.training.templates import SupervisedTemplate
 from avalanche.training.utils import ParamData
 from torch import nn
 
-from strategies.plugins import DistillationPlugin, PSMRReplayPlugin, frozen_copy
+from cfer.core.distillation import frozen_copy
+from strategies.plugins import DistillationPlugin, PSMRReplayPlugin
 
-__all__ = ["STRATEGY_STATES", "RestoreContext", "StrategyState", "get_strategy_state"]
+__all__ = [
+    "CFER_STATE",
+    "EWC_STATE",
+    "GDUMB_STATE",
+    "LWF_STATE",
+    "NO_STATE",
+    "REPLAY_STATE",
+    "RestoreContext",
+    "StrategyState",
+]
 
 
 @dataclass(frozen=True)
@@ -192,22 +202,11 @@ def _restore_lwf(strategy: SupervisedTemplate, state: dict[str, Any], context: R
         lwf.prev_model = copy.deepcopy(strategy.model)
 
 
-_CFER = StrategyState(_capture_cfer, _restore_cfer)
-_NONE = StrategyState(_nothing, _restore_nothing)
-
-STRATEGY_STATES: dict[str, StrategyState] = {
-    "cfer": _CFER,
-    "cfer-no-kd": _CFER,
-    "cfer-random-memory": _CFER,
-    "naive": _NONE,
-    "replay": StrategyState(_capture_replay, _restore_replay),
-    "lwf": StrategyState(_capture_lwf, _restore_lwf),
-    "ewc": StrategyState(_capture_ewc, _restore_ewc),
-    "gdumb": StrategyState(_capture_gdumb, _restore_gdumb),
-}
-"""Resumable strategies by registry name (see :data:`strategies.STRATEGIES`)."""
-
-
-def get_strategy_state(name: str) -> StrategyState | None:
-    """The :class:`StrategyState` of a registered strategy, or None if it cannot resume."""
-    return STRATEGY_STATES.get(name)
+CFER_STATE = StrategyState(_capture_cfer, _restore_cfer)
+"""The PSMR memory (and the basic teacher) of ``'cfer'`` and its variants."""
+NO_STATE = StrategyState(_nothing, _restore_nothing)
+"""For strategies that carry nothing between experiences besides the model and optimizer."""
+REPLAY_STATE = StrategyState(_capture_replay, _restore_replay)
+LWF_STATE = StrategyState(_capture_lwf, _restore_lwf)
+EWC_STATE = StrategyState(_capture_ewc, _restore_ewc)
+GDUMB_STATE = StrategyState(_capture_gdumb, _restore_gdumb)

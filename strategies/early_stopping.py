@@ -9,7 +9,7 @@ of the step, before any replay buffer ranks samples with the model.
 Avalanche's ``EarlyStoppingPlugin`` reads a metric of a periodic evaluation of a named stream, only
 restores the best weights when it stops early, and would log the validation evaluation as if it
 were a reported result; this plugin instead scores the validation images itself and relies on
-:class:`cfer.training.loop.EarlyStopping` for the bookkeeping.
+:class:`cfer.core.early_stopping.EarlyStopping` for the bookkeeping.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from avalanche.benchmarks.utils import AvalancheDataset
 from avalanche.core import SupervisedPlugin
 
-from cfer.training.loop import EarlyStopping
-from strategies.psmr import predict_logits
+from cfer.core.early_stopping import EarlyStopping
+from cfer.core.inference import predict
+from strategies.plugins import trained_classes
 
 if TYPE_CHECKING:
     from avalanche.training.templates import SupervisedTemplate
@@ -65,6 +66,7 @@ class ValidationEarlyStoppingPlugin(SupervisedPlugin):
         if patience < 1:
             raise ValueError(f"patience must be positive, got {patience}")
         self.valid_data = valid_data.eval()
+        self._all_targets = torch.as_tensor(list(self.valid_data.targets))
         self.patience = patience
         self.metric: EarlyStoppingMetric = metric
         self.batch_size = batch_size
@@ -75,22 +77,16 @@ class ValidationEarlyStoppingPlugin(SupervisedPlugin):
         self._targets = torch.empty(0, dtype=torch.long)
 
     def before_training_exp(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
-        # the classes trained on: the experience's, or more when a strategy trains on a replay
-        # memory or on the whole stream at once (joint training)
-        seen = max(
-            max(strategy.experience.classes_in_this_experience),
-            max(strategy.adapted_dataset.targets.uniques),
-        ) + 1
-        targets = torch.as_tensor(list(self.valid_data.targets))
-        kept = (targets < seen).nonzero().flatten()
+        seen = trained_classes(strategy)
+        kept = (self._all_targets < seen).nonzero().flatten()
         self._seen = self.valid_data.subset(kept.tolist())
-        self._targets = targets[kept]
+        self._targets = self._all_targets[kept]
         self.stopper = EarlyStopping(self.patience)
         self.history = []
 
     def after_training_epoch(self, strategy: "SupervisedTemplate", **kwargs: Any) -> None:
         assert self._seen is not None
-        logits = predict_logits(strategy.model, self._seen, self.batch_size, strategy.device)
+        logits = predict(strategy.model, self._seen, self.batch_size, strategy.device)
         if self.metric == "accuracy":
             value = (logits.argmax(1) == self._targets).float().mean().item()
             score = -value  # EarlyStopping minimises

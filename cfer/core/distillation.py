@@ -15,6 +15,7 @@ the batch and *not* multiplied by ``T ** 2``.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch.nn.functional as F
@@ -23,10 +24,26 @@ from torch import Tensor, nn
 __all__ = [
     "DistillationLoss",
     "distillation_loss",
+    "frozen_copy",
     "kd_weight",
     "pad_logits",
     "soft_cross_entropy",
 ]
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """Deep copy of ``model`` in eval mode with gradients disabled: a distillation teacher.
+
+    Args:
+        model: Model to copy.
+
+    Returns:
+        The copy, on the same device.
+    """
+    teacher = copy.deepcopy(model)
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
 
 
 def pad_logits(teacher_logits: Tensor, num_classes: int) -> Tensor:
