@@ -137,6 +137,7 @@ def format_basic_summary(summary: dict, out_dir: Path) -> str:
 # --- cfer train-incremental -------------------------------------------------------------------------
 
 _TRAIN_INCREMENTAL_FLAGS = {"orders": "orders", "seed": "seed", "epochs": "epochs", "device": "device",
+                            "protocol": "protocol",
                             "backbone": "basic.model.backbone", "size": "basic.data.size",
                             "subjects": "basic.data.subjects", "dataset": "basic.data.source",
                             "root": "basic.data.root"}
@@ -158,12 +159,20 @@ def _train_incremental_parser(subparsers) -> None:
     parser.add_argument("--orders", type=int, help="random orders of the compound classes (key: orders)")
     parser.add_argument("--seed", type=int, help="seed of the orders and training (key: seed)")
     parser.add_argument("--epochs", type=int, help="most epochs per incremental step (key: epochs)")
+    parser.add_argument("--protocol", choices=["held-out", "reference"],
+                        help="held-out (default): choose on validation subjects, report test subjects; reference: "
+                        "as the reference code, early-stop and pick the fold on the reported images, PSMR by logit "
+                        "(key: protocol)")
     _add_data_flags(parser, _TRAIN_INCREMENTAL_FLAGS)
     parser.set_defaults(handler=_run_train_incremental)
 
 
 def _run_train_incremental(args: argparse.Namespace) -> int:
-    from cfer.continual import IncrementalConfig, format_incremental_summary, run_incremental
+    from cfer.continual import (
+        IncrementalConfig,
+        format_incremental_summary,
+        run_incremental,
+    )
 
     overrides = _flag_overrides(args, _TRAIN_INCREMENTAL_FLAGS)
     if args.strategies is not None:
@@ -172,6 +181,45 @@ def _run_train_incremental(args: argparse.Namespace) -> int:
     config = load_config(IncrementalConfig, args.config, overrides + args.overrides)
     summary = run_incremental(config, args.out)
     print(format_incremental_summary(summary, args.out))
+    return 0
+
+
+# --- cfer compare ---------------------------------------------------------------------------------
+
+_COMPARE_FLAGS = {"orders": "orders", "recommended": "recommended", "other_orders": "other_orders"}
+
+
+def _compare_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="every strategy over orders and data seeds, with paired tests, a table and a plot",
+        description="Run (or reuse) cfer train-incremental for every strategy over ORDERS random orders and several "
+        "synthetic data seeds, also under the reference protocol for some, and write comparison.md, comparison.json "
+        "and accuracy_vs_classes.png (settings: cfer.continual.CompareConfig; the runs' settings under run.*).",
+    )
+    _add_config_arguments(parser)
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="output directory (default: runs/compare)")
+    parser.add_argument("--tested", help="comma-separated strategies run on every seed and order (key: tested)")
+    parser.add_argument("--others", help="comma-separated strategies run on the first seed's first orders (key: others)")
+    parser.add_argument("--seeds", help="comma-separated synthetic data seeds (key: data_seeds)")
+    parser.add_argument("--orders", type=int, help="orders per seed (key: orders)")
+    parser.add_argument("--other-orders", type=int, help="orders of the first seed for the others (key: other_orders)")
+    parser.add_argument("--recommended", help="the strategy tested against the others (key: recommended)")
+    parser.set_defaults(handler=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from cfer.continual.compare import CompareConfig, run_comparison
+
+    overrides = _flag_overrides(args, _COMPARE_FLAGS)
+    for flag, key in ((args.tested, "tested"), (args.others, "others")):
+        if flag is not None:
+            overrides.append(f"{key}=[{flag}]")
+    if args.seeds is not None:
+        overrides.append(f"data_seeds=[{args.seeds}]")
+    config = load_config(CompareConfig, args.config, overrides + args.overrides)
+    run_comparison(config, args.out)
+    print((args.out / "comparison.md").read_text(encoding="utf-8"))
     return 0
 
 
@@ -253,7 +301,7 @@ def _run_gradcam(args: argparse.Namespace) -> int:
 # --- entry point ------------------------------------------------------------------------------------
 
 _PARSERS: list[Callable] = [
-    _synth_parser, _train_basic_parser, _train_incremental_parser, _fewshot_parser, _gradcam_parser
+    _synth_parser, _train_basic_parser, _train_incremental_parser, _compare_parser, _fewshot_parser, _gradcam_parser
 ]
 
 

@@ -6,7 +6,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+)
 
 from cfer.io import save_figure
 
@@ -52,7 +57,11 @@ def _pyplot():
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path,
                           title: str = "") -> Path:
-    """Saves a row-normalised confusion matrix as PNG (scikit-learn's ConfusionMatrixDisplay)."""
+    """Saves a row-normalised confusion matrix as PNG (scikit-learn's ConfusionMatrixDisplay).
+
+    Cells carry their rate as text up to 12 classes; beyond, the colour alone (hundreds of text
+    labels cost most of a second per figure, and a run of 10 orders draws 160 of them).
+    """
     from sklearn.metrics import ConfusionMatrixDisplay
 
     plt = _pyplot()
@@ -61,7 +70,9 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str
     size = 2.0 + 0.45 * len(classes)
     figure, axis = plt.subplots(figsize=(size, size))
     display = ConfusionMatrixDisplay(rates, display_labels=[c.replace("_", " ") for c in classes])
-    display.plot(ax=axis, cmap="Blues", colorbar=False, values_format=".2f", xticks_rotation=60)
+    numbers = len(classes) <= 12
+    display.plot(ax=axis, cmap="Blues", colorbar=not numbers, include_values=numbers, values_format=".2f",
+                 xticks_rotation=60)
     axis.set_title(title or "confusion matrix (rows: true class, normalised)")
     return save_figure(figure, path)
 

@@ -9,12 +9,17 @@ strategy, its ablations and Avalanche's baselines by name.
 """
 
 from strategies.checkpoint import StreamCheckpoint, seed_everything
-from strategies.early_stopping import EARLY_STOPPING_METRICS, EarlyStoppingMetric, ValidationEarlyStoppingPlugin
+from strategies.early_stopping import (
+    EARLY_STOPPING_METRICS,
+    EarlyStoppingMetric,
+    ValidationEarlyStoppingPlugin,
+)
 from strategies.plugins import (
     ClassifierExpansionPlugin,
     DistillationPlugin,
     HeadL2Plugin,
     PSMRReplayPlugin,
+    TrainingThroughputPlugin,
 )
 from strategies.protocols import GrowingClassifier
 from strategies.psmr import PredictiveSortingSelection, PSMRBuffer
@@ -46,6 +51,7 @@ __all__ = [
     "StrategySpec",
     "StrategyState",
     "StreamCheckpoint",
+    "TrainingThroughputPlugin",
     "ValidationEarlyStoppingPlugin",
     "create_strategy",
     "make_config",

@@ -37,16 +37,20 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 from torch.optim import Optimizer
 
+from cfer.core.prototypes import ClassMeans, RandomProjectionRidge
 from cfer.core.sorting import Score
 from cfer.registry import Registry
 from strategies.baselines import GDumbInitModelGrowth, ICaRLPriming
 from strategies.plugins import (
     ClassifierExpansionPlugin,
     DistillationPlugin,
+    ExemplarHeadPlugin,
+    FreshOptimizerPlugin,
     HeadL2Plugin,
     NewClassSamples,
     PSMRReplayPlugin,
     TeacherMode,
+    WeightAligningPlugin,
 )
 from strategies.psmr import MemoryMode, PredictiveSortingSelection, PSMRBuffer
 from strategies.states import (
@@ -56,7 +60,13 @@ from strategies.states import (
     LWF_STATE,
     NO_STATE,
     REPLAY_STATE,
+    STATISTICS_HEAD_STATE,
     StrategyState,
+)
+from strategies.statistics_heads import (
+    FrozenFeatureClassifier,
+    StatisticsHeadPlugin,
+    feature_dim_of,
 )
 
 __all__ = [
@@ -90,6 +100,11 @@ class CferConfig:
     resample_each_epoch: bool = True  # draw a fresh balanced subset every epoch (ref. code)
     basic_experiences: int = 1  # leading experiences forming the basic phase
     head_l2_in_basic_phase: bool = True  # add the model's l2_penalty() during the basic phase
+    memoize_teacher: bool = True  # keep the frozen teacher's logits per sample (off by itself if inputs change)
+    weight_aligning: bool = False  # rescale the new class's output weights to the old ones' mean norm (WA)
+    # report the linear head, or a head fitted to the memory's exemplars: their class means, or RanPAC's ridge
+    classifier: Literal["linear", "exemplar-means", "exemplar-ridge"] = "linear"
+    fresh_optimizer: bool = False  # new Adam state at every step, as the reference code (not the paper) does
 
 
 @dataclass(frozen=True)
@@ -118,6 +133,15 @@ class ICaRLConfig:
 
 
 @dataclass(frozen=True)
+class RanPACConfig:
+    """Hyper-parameters of RanPAC's head (McDonnell et al. 2023)."""
+
+    projection_dim: int = 2000  # size M of the random ReLU projection (paper: 10,000)
+    ridge: float | None = None  # the ridge lambda; None chooses it on held-out samples of the first experience
+    seed: int = 0  # seed of the random projection
+
+
+@dataclass(frozen=True)
 class NoConfig:
     """Strategies without hyper-parameters beyond the common ones."""
 
@@ -141,6 +165,9 @@ class StrategySpec:
     offline: bool = False  # trained once on the whole stream, then scored on every prefix (joint)
     early_stops: bool = True  # validation early stopping applies to its steps
     scenario: Literal["stream", "legacy"] = "stream"  # 'legacy': Avalanche's deprecated nc_benchmark
+    trunk_inputs: bool = True  # it may train on cached frozen-trunk activations instead of images
+    exports_model: bool = True  # its final model is a checkpoint of the classifier (not a statistics head)
+    reference_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # config under --protocol reference
     state: StrategyState | None = NO_STATE  # how it saves and restores for resume; None: it restarts
     description: str = ""  # one line for listings
 
@@ -200,14 +227,16 @@ def _build_cfer(
         total_num_classes=config.total_num_classes,
         selection_strategy=selection,
     )
-    plugins: list[SupervisedPlugin] = [
-        ClassifierExpansionPlugin(),
-        PSMRReplayPlugin(
-            memory,
-            new_class_samples=config.new_class_samples,
-            resample_each_epoch=config.resample_each_epoch,
-        ),
-    ]
+    plugins: list[SupervisedPlugin] = [ClassifierExpansionPlugin()]
+    if config.fresh_optimizer:
+        plugins.append(FreshOptimizerPlugin())
+    if config.weight_aligning:
+        plugins.append(WeightAligningPlugin())  # before the memory update, which ranks with the aligned head
+    plugins.append(
+        PSMRReplayPlugin(memory, new_class_samples=config.new_class_samples, resample_each_epoch=config.resample_each_epoch)
+    )
+    if config.classifier != "linear":  # after the memory update: a head of its exemplars
+        plugins.append(ExemplarHeadPlugin(memory, "means" if config.classifier == "exemplar-means" else "ridge"))
     if config.distillation:
         plugins.append(
             DistillationPlugin(
@@ -215,6 +244,7 @@ def _build_cfer(
                 temperature=config.temperature,
                 teacher=config.teacher,
                 basic_experiences=config.basic_experiences,
+                memoize=config.memoize_teacher,
             )
         )
     if config.head_l2_in_basic_phase:
@@ -254,6 +284,26 @@ def _avalanche(
     return build
 
 
+def _build_statistics_head(kind: Literal["ncm", "ranpac"]) -> Builder:
+    """A builder of a training-free strategy: the frozen backbone and a head of accumulated statistics."""
+
+    def build(
+        model: nn.Module, optimizer: Optimizer, config: Any, memory_size: int | None, common: dict[str, Any]
+    ) -> SupervisedTemplate:
+        dim = feature_dim_of(model)
+        if kind == "ncm":
+            head: ClassMeans | RandomProjectionRidge = ClassMeans(dim)
+        else:
+            head = RandomProjectionRidge(dim, config.projection_dim, config.ridge or 1.0, config.seed)
+        frozen = FrozenFeatureClassifier(model.backbone, head)
+        plugins = [*common["plugins"], StatisticsHeadPlugin(choose_ridge=kind == "ranpac" and config.ridge is None)]
+        # zero epochs: the head learns from statistics after each experience, the backbone never
+        return Naive(model=frozen, optimizer=optimizer, criterion=nn.CrossEntropyLoss(),
+                     **{**common, "train_epochs": 0, "plugins": plugins})
+
+    return build
+
+
 def _build_icarl(
     model: nn.Module, optimizer: Optimizer, config: ICaRLConfig, memory_size: int | None, common: dict[str, Any]
 ) -> SupervisedTemplate:
@@ -282,13 +332,40 @@ STRATEGIES: Registry[StrategySpec] = Registry("strategy")
 
 STRATEGIES.register("cfer", StrategySpec(
     _build_cfer, CferConfig, needs_memory=True, needs_total_classes=True, state=CFER_STATE,
+    reference_options={"score": "logit"},
     description="the paper's: one unit per class, (1-g_i)·CE + g_i·KD from the basic model, PSMR memory"))
 STRATEGIES.register("cfer-no-kd", StrategySpec(
     _build_cfer, CferConfig, {"distillation": False}, needs_memory=True, needs_total_classes=True,
-    state=CFER_STATE, description="ablation: cfer without the distillation term"))
+    state=CFER_STATE, reference_options={"score": "logit"}, description="ablation: cfer without the distillation term"))
 STRATEGIES.register("cfer-random-memory", StrategySpec(
     _build_cfer, CferConfig, {"selection": "random"}, needs_memory=True, needs_total_classes=True,
-    state=CFER_STATE, description="ablation: cfer with a class-balanced random memory instead of PSMR's sorting"))
+    state=CFER_STATE, reference_options={"score": "logit"}, description="ablation: cfer with a class-balanced random memory instead of PSMR's sorting"))
+STRATEGIES.register("cfer-wa", StrategySpec(
+    _build_cfer, CferConfig, {"weight_aligning": True}, needs_memory=True, needs_total_classes=True,
+    state=CFER_STATE, reference_options={"score": "logit"},
+    description="cfer with weight aligning (Zhao et al. 2020) against the bias toward the newest class"))
+STRATEGIES.register("cfer-ncm", StrategySpec(
+    _build_cfer, CferConfig, {"classifier": "exemplar-means"}, needs_memory=True, needs_total_classes=True,
+    state=CFER_STATE, reference_options={"score": "logit"},
+    description="cfer, classifying by the nearest mean of the PSMR exemplars (iCaRL's rule)"))
+STRATEGIES.register("cfer-ridge", StrategySpec(
+    _build_cfer, CferConfig, {"classifier": "exemplar-ridge"}, needs_memory=True, needs_total_classes=True,
+    state=CFER_STATE, reference_options={"score": "logit"},
+    description="cfer, classifying by RanPAC's ridge head fitted to the PSMR exemplars"))
+STRATEGIES.register("cfer-fresh-optimizer", StrategySpec(
+    _build_cfer, CferConfig, {"fresh_optimizer": True}, needs_memory=True, needs_total_classes=True,
+    state=CFER_STATE, reference_options={"score": "logit"},
+    description="cfer with new optimizer state at every step, as the reference code"))
+STRATEGIES.register("replay-balanced", StrategySpec(
+    _build_cfer, CferConfig, {"distillation": False, "selection": "random"}, needs_memory=True,
+    needs_total_classes=True, state=CFER_STATE,
+    description="class-balanced random replay of PSMR's size, cfer's new-class sampling, no distillation"))
+STRATEGIES.register("ncm", StrategySpec(
+    _build_statistics_head("ncm"), NoConfig, early_stops=False, state=STATISTICS_HEAD_STATE, exports_model=False,
+    description="SimpleCIL: nearest class mean (cosine) on the frozen basic-phase backbone, no training"))
+STRATEGIES.register("ranpac", StrategySpec(
+    _build_statistics_head("ranpac"), RanPACConfig, early_stops=False, state=STATISTICS_HEAD_STATE,
+    exports_model=False, description="RanPAC: random ReLU projection and a ridge head on frozen features"))
 STRATEGIES.register("naive", StrategySpec(
     _avalanche(Naive), NoConfig, description="fine-tuning on each experience alone (lower bound)"))
 STRATEGIES.register("joint", StrategySpec(
@@ -303,7 +380,8 @@ STRATEGIES.register("icarl", StrategySpec(
     _build_icarl, ICaRLConfig, needs_memory=True, needs_total_classes=True, scenario="legacy",
     # iCaRL classifies by nearest class mean, computed only at the end of an experience, so a
     # validation score during its training would rank stale means
-    early_stops=False, state=None, description="iCaRL (Rebuffi et al. 2017): herding memory, nearest-mean classifier"))
+    # and it averages the embeddings of horizontally flipped inputs, which only means something for images
+    early_stops=False, state=None, trunk_inputs=False, description="iCaRL (Rebuffi et al. 2017): herding memory, nearest-mean classifier"))
 STRATEGIES.register("ewc", StrategySpec(
     _avalanche(EWC), EWCConfig, state=EWC_STATE, description="Elastic Weight Consolidation (Kirkpatrick et al. 2017)"))
 STRATEGIES.register("gdumb", StrategySpec(

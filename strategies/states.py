@@ -30,8 +30,9 @@ from avalanche.training.templates import SupervisedTemplate
 from avalanche.training.utils import ParamData
 from torch import nn
 
-from cfer.core.distillation import frozen_copy
-from strategies.plugins import DistillationPlugin, PSMRReplayPlugin
+from cfer.core.distillation import TeacherMemo, frozen_copy
+from strategies.plugins import DistillationPlugin, ExemplarHeadPlugin, PSMRReplayPlugin
+from strategies.statistics_heads import StatisticsHeadPlugin
 
 __all__ = [
     "CFER_STATE",
@@ -40,6 +41,7 @@ __all__ = [
     "LWF_STATE",
     "NO_STATE",
     "REPLAY_STATE",
+    "STATISTICS_HEAD_STATE",
     "RestoreContext",
     "StrategyState",
 ]
@@ -50,7 +52,7 @@ class RestoreContext:
     """What a restore may need besides the saved state."""
 
     train_data: AvalancheDataset  # the training split; buffers are subsets of it
-    basic_model: nn.Module  # the basic-phase model (teacher of 'cfer')
+    basic_model: nn.Module  # the basic-phase model as the strategy sees it (teacher of 'cfer')
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,10 @@ def _restore_cfer(strategy: SupervisedTemplate, state: dict[str, Any], context: 
         # the 'basic' teacher is the model at the start of the first incremental step, which the
         # zero-epoch basic experience leaves equal to the basic-phase model
         distillation.teacher = frozen_copy(context.basic_model).to(strategy.device)
+        distillation.memo = TeacherMemo() if distillation.memoize else None
+    means = next((p for p in strategy.plugins if isinstance(p, ExemplarHeadPlugin)), None)
+    if means is not None and len(means.storage_policy.buffer):
+        means.after_training_exp(strategy)  # the means of the restored memory, with the restored model
 
 
 def _capture_reservoirs(memory: Any) -> dict[str, Any]:
@@ -202,6 +208,22 @@ def _restore_lwf(strategy: SupervisedTemplate, state: dict[str, Any], context: R
         lwf.prev_model = copy.deepcopy(strategy.model)
 
 
+def _capture_statistics_head(strategy: SupervisedTemplate) -> dict[str, Any]:
+    head = strategy.model.head
+    return {"head": {key: value.detach().cpu() for key, value in head.state_dict().items()},
+            "ridge": float(getattr(head, "ridge", 0.0)),
+            "choose_ridge": bool(_plugin(strategy, StatisticsHeadPlugin).choose_ridge)}
+
+
+def _restore_statistics_head(strategy: SupervisedTemplate, state: dict[str, Any], context: RestoreContext) -> None:
+    head = strategy.model.head
+    for key, value in state["head"].items():  # buffers grow with the classes: replace, not copy into
+        setattr(head, key, value.to(strategy.device))
+    if hasattr(head, "ridge"):
+        head.ridge = state["ridge"]
+    _plugin(strategy, StatisticsHeadPlugin).choose_ridge = state["choose_ridge"]
+
+
 CFER_STATE = StrategyState(_capture_cfer, _restore_cfer)
 """The PSMR memory (and the basic teacher) of ``'cfer'`` and its variants."""
 NO_STATE = StrategyState(_nothing, _restore_nothing)
@@ -210,3 +232,5 @@ REPLAY_STATE = StrategyState(_capture_replay, _restore_replay)
 LWF_STATE = StrategyState(_capture_lwf, _restore_lwf)
 EWC_STATE = StrategyState(_capture_ewc, _restore_ewc)
 GDUMB_STATE = StrategyState(_capture_gdumb, _restore_gdumb)
+STATISTICS_HEAD_STATE = StrategyState(_capture_statistics_head, _restore_statistics_head)
+"""The accumulated statistics of ``'ncm'`` and ``'ranpac'``."""

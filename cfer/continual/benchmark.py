@@ -11,8 +11,13 @@ Splits are subject-wise and follow the basic phase: the held-out test subjects a
 phase's fold (the split is recomputed from the basic classes exactly as
 :func:`cfer.training.basic.run_basic_phase` computes it), validation subjects (early stopping only)
 come out of the remaining ones, and every image of a subject, basic or compound, lands on that
-subject's side. Every sample carries a ``sample_id`` data attribute (its position in its split), so
-replay buffers can be saved as indices and rebuilt on resume.
+subject's side. Every sample carries a ``sample_id`` (its position in its split), both as a data
+attribute, so replay buffers can be saved as indices and rebuilt on resume, and in the mini-batch,
+``(x, y, sample_id, task)`` (see :func:`strategies.batch_sample_ids`), so a frozen teacher's logits
+can be kept per sample.
+
+With a :class:`~cfer.core.trunk.FeatureCache`, ``x`` is the frozen trunk's activation of the image
+instead of the image: the cache computed it once with the same preprocessing as the eval transform.
 """
 
 from __future__ import annotations
@@ -26,11 +31,15 @@ import torch
 from avalanche.benchmarks.scenarios import CLScenario, class_incremental_benchmark
 from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
 from avalanche.benchmarks.utils import DataAttribute
-from avalanche.benchmarks.utils.classification_dataset import TaskAwareSupervisedClassificationDataset
+from avalanche.benchmarks.utils.classification_dataset import (
+    TaskAwareSupervisedClassificationDataset,
+)
 from avalanche.benchmarks.utils.transform_groups import TransformGroups
+from torch import Tensor
 from torch.utils.data import TensorDataset
 from torchvision.transforms import v2
 
+from cfer.core.trunk import FeatureCache
 from cfer.data.dataset import FaceExpressionDataset
 from cfer.data.splits import train_val_test_split
 from cfer.training.augment import AugmentConfig
@@ -135,22 +144,35 @@ def make_transforms(
 
 
 def to_classification_dataset(
-    dataset: FaceExpressionDataset, train_transform: v2.Compose, eval_transform: v2.Compose
+    dataset: FaceExpressionDataset,
+    train_transform: v2.Compose | None,
+    eval_transform: v2.Compose | None,
+    inputs: Tensor | None = None,
+    sample_ids_in_batch: bool = True,
 ) -> TaskAwareSupervisedClassificationDataset:
     """Wraps an in-memory dataset for Avalanche, with ``train``/``eval`` transform groups.
 
-    Items are ``(image, target, task_label)`` with task label 0; ``sample_id`` is each sample's
-    position in ``dataset``.
+    Items are ``(x, target, sample_id, task_label)`` with task label 0, ``x`` the image (or
+    ``inputs``' row) and ``sample_id`` the sample's position in ``dataset``, also a data attribute.
+
+    Args:
+        dataset: The images and targets.
+        train_transform: Per-sample transform when training; None for none.
+        eval_transform: Per-sample transform when evaluating; None for none.
+        inputs: What ``x`` is instead of the image, one row per sample (cached trunk activations).
+        sample_ids_in_batch: False gives Avalanche's usual ``(x, target, task_label)`` items (for
+            strategies that unpack three fields, as Avalanche's iCaRL does).
     """
     targets = dataset.targets.tolist()
     groups = TransformGroups({"train": train_transform, "eval": eval_transform}, current_group="train")
-    # task-aware: LwF reads the task_set of experiences
+    sample_ids = list(range(len(targets)))
+    # task-aware: LwF reads the task_set of experiences; the task label must stay the last field
     return TaskAwareSupervisedClassificationDataset(
-        [TensorDataset(dataset.images, dataset.targets)],
+        [TensorDataset(dataset.images if inputs is None else inputs, dataset.targets)],
         data_attributes=[
             DataAttribute(targets, "targets"),
+            DataAttribute(sample_ids, "sample_id", use_in_getitem=sample_ids_in_batch),
             DataAttribute([0] * len(targets), "targets_task_labels", use_in_getitem=True),
-            DataAttribute(list(range(len(targets))), "sample_id"),
         ],
         transform_groups=groups,
     )
@@ -165,6 +187,7 @@ class IncrementalBenchmark:
     num_basic: int  # classes of experience 0
     subjects: dict[str, list[int]]  # subject ids of each split
     data: dict[str, TaskAwareSupervisedClassificationDataset]  # whole splits, labels in arrival order
+    three_field_data: dict[str, TaskAwareSupervisedClassificationDataset]  # the same, items (x, y, task)
 
     @property
     def n_experiences(self) -> int:
@@ -181,11 +204,12 @@ class IncrementalBenchmark:
         """The same train/test streams from Avalanche's deprecated ``nc_benchmark``.
 
         Only for Avalanche's iCaRL, which reads ``experience.benchmark.n_classes_per_exp`` and
-        ``classes_order``, attributes that the current generators no longer provide.
+        ``classes_order``, attributes that the current generators no longer provide, and unpacks
+        three fields per item.
         """
         return nc_benchmark(
-            self.data["train"],
-            self.data["test"],
+            self.three_field_data["train"],
+            self.three_field_data["test"],
             n_experiences=self.n_experiences,
             task_labels=False,
             fixed_class_order=list(range(len(self.classes))),
@@ -201,6 +225,7 @@ def build_benchmark(
     mean: Sequence[float],
     std: Sequence[float],
     augment: AugmentConfig = AugmentConfig(),
+    cache: FeatureCache | None = None,
 ) -> IncrementalBenchmark:
     """Builds the benchmark of one order of compound classes.
 
@@ -212,6 +237,8 @@ def build_benchmark(
         mean: Per-channel normalisation mean the backbone expects.
         std: Per-channel normalisation std.
         augment: Augmentation of the training images.
+        cache: Frozen-trunk activations of every image of ``dataset`` (one row each, in order); the
+            stream then yields them instead of the images, without transforms.
 
     Returns:
         The benchmark; its labels follow ``basic_classes + compound_order``.
@@ -226,16 +253,22 @@ def build_benchmark(
         shared = set(subjects[SPLITS[first]]) & set(subjects[SPLITS[second]])
         if shared:
             raise ValueError(f"splits {SPLITS[first]} and {SPLITS[second]} share subjects {sorted(shared)[:5]}")
-    ordered = dataset.select_classes(names)  # labels now follow the order of arrival
-    train_transform, eval_transform = make_transforms(mean, std, augment)
+    if cache is not None and len(cache) != len(dataset):
+        raise ValueError(f"the feature cache has {len(cache)} rows for a dataset of {len(dataset)} images")
+    ordered = dataset.select_classes(names)  # labels now follow the order of arrival; rows keep their order
+    rows = torch.isin(dataset.targets, torch.tensor([dataset.classes.index(n) for n in names])).nonzero().flatten()
+    transforms = make_transforms(mean, std, augment) if cache is None else (_as_float32(cache),) * 2
     data: dict[str, TaskAwareSupervisedClassificationDataset] = {}
+    three_field_data: dict[str, TaskAwareSupervisedClassificationDataset] = {}
     for split in SPLITS:
-        keep = torch.isin(ordered.subject_ids, torch.tensor(subjects[split], dtype=torch.long))
-        part = ordered.subset(keep.nonzero().flatten())
+        keep = torch.isin(ordered.subject_ids, torch.tensor(subjects[split], dtype=torch.long)).nonzero().flatten()
+        part = ordered.subset(keep)
         missing = sorted(set(range(len(names))) - set(part.targets.tolist()))
         if missing:
             raise ValueError(f"split {split!r} has no images of {[names[i] for i in missing]}")
-        data[split] = to_classification_dataset(part, train_transform, eval_transform)
+        inputs = None if cache is None else cache[rows[keep]]
+        data[split] = to_classification_dataset(part, *transforms, inputs=inputs)
+        three_field_data[split] = to_classification_dataset(part, *transforms, inputs=inputs, sample_ids_in_batch=False)
     scenario = class_incremental_benchmark(
         dict(data),
         class_order=list(range(len(names))),
@@ -246,4 +279,9 @@ def build_benchmark(
         len(compound_order) + 1,
         {split: len(d) for split, d in data.items()},
     )
-    return IncrementalBenchmark(scenario, names, len(basic_classes), subjects, data)
+    return IncrementalBenchmark(scenario, names, len(basic_classes), subjects, data, three_field_data)
+
+
+def _as_float32(cache: FeatureCache) -> v2.ToDtype | None:
+    # float16 caches are computed in float32 and stored halved; the tail trains in float32
+    return None if cache.activations.dtype == torch.float32 else v2.ToDtype(torch.float32)

@@ -9,6 +9,8 @@ accuracy* of step ``i`` is the accuracy over every test image of the classes see
   included, averaged over orders step by step, then over steps.
 * Average forgetting (Chaudhry et al. 2018, "Riemannian Walk"): for every experience before the
   last, the best accuracy it ever had before the final step minus its final accuracy, averaged.
+* Macro-F1 (the convention of the ABAW compound-expression challenge): the unweighted mean over the
+  seen classes of each class's F1, from a step's confusion matrix (scikit-learn's ``f1_score``).
 * Backward transfer (Lopez-Paz & Ranzato 2017, "Gradient Episodic Memory"): the mean over
   experiences before the last of final accuracy minus the accuracy right after learning it; it is
   also minus Avalanche's ``StreamForgetting`` (which measures from the accuracy right after learning).
@@ -19,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.metrics import f1_score
 
-__all__ = ["accuracy_matrix", "average_forgetting", "backward_transfer", "overall_accuracy"]
+__all__ = ["accuracy_matrix", "average_forgetting", "backward_transfer", "macro_f1", "overall_accuracy"]
 
 
 def accuracy_matrix(rows: Sequence[Sequence[float | None]]) -> np.ndarray:
@@ -91,3 +94,21 @@ def backward_transfer(matrix: np.ndarray | Sequence[Sequence[float | None]]) -> 
     if last < 1:
         return 0.0
     return float(np.mean([values[last, j] - values[j, j] for j in range(last)]))
+
+
+def macro_f1(matrix: np.ndarray | Sequence[Sequence[int]], num_classes: int | None = None) -> float:
+    """Macro-F1 over the first ``num_classes`` classes of a confusion matrix.
+
+    Args:
+        matrix: Counts, ``matrix[i][j]`` = images of class ``i`` predicted as ``j``.
+        num_classes: Classes seen (rows and columns kept); all of them if None.
+
+    Returns:
+        The mean of the per-class F1 scores (a class never predicted nor present scores 0).
+    """
+    counts = np.asarray(matrix, dtype=np.int64)
+    k = counts.shape[0] if num_classes is None else num_classes
+    rows, columns = np.nonzero(counts[:k])
+    repeats = counts[:k][rows, columns]
+    truth, predicted = np.repeat(rows, repeats), np.repeat(columns, repeats)
+    return float(f1_score(truth, predicted, labels=list(range(k)), average="macro", zero_division=0))

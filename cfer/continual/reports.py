@@ -17,7 +17,12 @@ from typing import Any
 import numpy as np
 
 from cfer.continual.benchmark import IncrementalBenchmark
-from cfer.continual.metrics import average_forgetting, backward_transfer, overall_accuracy
+from cfer.continual.metrics import (
+    average_forgetting,
+    backward_transfer,
+    macro_f1,
+    overall_accuracy,
+)
 from cfer.io import atomic_write_text, save_figure, write_json
 from cfer.reports import plot_confusion_matrix
 
@@ -66,6 +71,7 @@ def summarize_run(
             | {
                 "basic_accuracy": _group_accuracy(matrix, range(benchmark.num_basic)),
                 "compound_accuracy": _group_accuracy(matrix, range(benchmark.num_basic, seen)),
+                "macro_f1": macro_f1(matrix, seen),
             }
         )
     rows = [step["experience_accuracy"] for step in records]
@@ -82,6 +88,8 @@ def summarize_run(
         "final_accuracy": last["accuracy"] if last else None,
         "final_basic_accuracy": last["basic_accuracy"] if last else None,
         "final_compound_accuracy": last["compound_accuracy"] if last else None,
+        "average_macro_f1": float(np.mean([s["macro_f1"] for s in records])) if records else None,
+        "final_macro_f1": last["macro_f1"] if last else None,
         "average_forgetting": average_forgetting(rows) if rows else None,
         "backward_transfer": backward_transfer(rows) if rows else None,
         "wall_seconds": float(sum(s["wall_seconds"] for s in records)),
@@ -104,6 +112,8 @@ def _aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "final_accuracy",
         "final_basic_accuracy",
         "final_compound_accuracy",
+        "average_macro_f1",
+        "final_macro_f1",
         "average_forgetting",
         "backward_transfer",
         "wall_seconds",
@@ -126,7 +136,7 @@ def _aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "step_accuracy_mean": steps.mean(axis=0).tolist(),
         "step_accuracy_std": steps.std(axis=0).tolist(),
         "num_classes": [int(step["num_classes"]) for step in runs[0]["steps"][:length]],
-    } | {name: _mean_std([run[name] for run in runs]) for name in fields}
+    } | {name: _mean_std([run.get(name) for run in runs]) for name in fields}
 
 
 def plot_accuracy_curves(aggregates: Mapping[str, Mapping[str, Any]], path: str | Path) -> Path:
@@ -157,9 +167,10 @@ def plot_accuracy_curves(aggregates: Mapping[str, Mapping[str, Any]], path: str 
     return save_figure(figure, path)
 
 
-def _plot_run_confusions(run: Mapping[str, Any], folder: Path) -> None:
+def _plot_run_confusions(run: Mapping[str, Any], folder: Path, every_step: bool) -> None:
+    """Confusion matrices of every step, or of the last one only (every matrix is in results.json)."""
     classes = run["classes"]
-    for step in run["steps"]:
+    for step in run["steps"] if every_step else run["steps"][-1:]:
         path = folder / f"step_{int(step['step']):02d}.png"
         if path.exists():
             continue
@@ -180,11 +191,12 @@ def _markdown(summary: Mapping[str, Any]) -> str:
         "",
         "Accuracy (%) on the held-out test subjects, over the classes seen so far; mean over orders "
         "(± std). Overall accuracy: step accuracies (basic step included) averaged over orders, then "
-        "over steps (Maiden & Nakisa 2023). s / step: mean wall time of an incremental step (training, "
+        "over steps (Maiden & Nakisa 2023); macro-F1: over the classes seen, averaged over steps (the ABAW convention). s / step: mean wall time of an incremental step (training, "
         "memory update, evaluation); × naive: that time relative to naive fine-tuning's.",
         "",
-        "| strategy | orders | overall | final | final basic | final compound | forgetting | BWT | s / step | × naive | wall s | CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| strategy | orders | overall | macro-F1 | final | final basic | final compound | forgetting | BWT | s / step | "
+        "× naive | wall s | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in strategies.items():
         a = entry["aggregate"]
@@ -197,7 +209,7 @@ def _markdown(summary: Mapping[str, Any]) -> str:
 
         lines.append(
             f"| {name} | {a['orders']}{'' if a['complete'] else ' (partial)'} | "
-            f"{_percent(a['overall_accuracy'])} ± {_percent(a['overall_accuracy_std'])} | "
+            f"{_percent(a['overall_accuracy'])} ± {_percent(a['overall_accuracy_std'])} | {cell('average_macro_f1')} | "
             f"{cell('final_accuracy')} | {cell('final_basic_accuracy')} | {cell('final_compound_accuracy')} | "
             f"{cell('average_forgetting')} | {cell('backward_transfer')} | "
             f"{_fmt(a['step_seconds']['mean'], '.1f')} | {_fmt(entry.get('step_seconds_vs_naive'), '.2f')} | "
@@ -228,6 +240,7 @@ def write_reports(
     subjects: Mapping[str, Sequence[int]],
     wall_seconds: float,
     cpu_seconds: float,
+    feature_cache: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Writes ``results.json``, ``results.md``, ``accuracy_vs_classes.png`` and per-step confusion matrices.
 
@@ -238,6 +251,7 @@ def write_reports(
         subjects: Subjects of each split.
         wall_seconds: Wall time of this session.
         cpu_seconds: Process CPU time of this session.
+        feature_cache: Whether the frozen trunk was cached, why, and its size.
 
     Returns:
         The summary written to ``results.json``.
@@ -246,7 +260,8 @@ def write_reports(
     strategies: dict[str, Any] = {}
     for name, name_runs in runs.items():
         for order_index, run in enumerate(name_runs):
-            _plot_run_confusions(run, out_dir / "runs" / name / f"order_{order_index}" / "confusion")
+            # every step of the first order, the last step of the others: a figure costs half a second
+            _plot_run_confusions(run, out_dir / "runs" / name / f"order_{order_index}" / "confusion", order_index == 0)
         with_steps = [run for run in name_runs if run["steps"]]
         strategies[name] = {
             "aggregate": _aggregate(with_steps) if with_steps else None,
@@ -263,6 +278,7 @@ def write_reports(
         "subjects": {split: list(ids) for split, ids in subjects.items()},
         "wall_seconds": wall_seconds,
         "cpu_seconds": cpu_seconds,
+        "feature_cache": dict(feature_cache or {}),
         "strategies": strategies,
     }
     write_json(out_dir / "results.json", summary)

@@ -26,20 +26,36 @@ stopping, scenario, resume) comes from its entry in :data:`strategies.STRATEGIES
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from cfer.config import check_resumable, save_config
-from cfer.continual.benchmark import IncrementalBenchmark, build_benchmark, draw_compound_orders, subject_split
+from cfer.continual.benchmark import (
+    IncrementalBenchmark,
+    build_benchmark,
+    draw_compound_orders,
+    make_transforms,
+    subject_split,
+)
 from cfer.continual.config import IncrementalConfig
 from cfer.continual.evaluation import RunLoggers, make_evaluator, read_step_metrics
 from cfer.continual.reports import summarize_run, write_reports
 from cfer.core.sorting import representative_memory_size
+from cfer.core.trunk import (
+    BackboneSplit,
+    FeatureCache,
+    TailClassifier,
+    cache_decision,
+    split_backbone,
+)
 from cfer.data.sources import load_dataset
 from cfer.io import read_json, write_json
 from cfer.models.checkpoint import save_checkpoint
@@ -53,6 +69,7 @@ from strategies import (
     Strategy,
     StrategySpec,
     StreamCheckpoint,
+    TrainingThroughputPlugin,
     ValidationEarlyStoppingPlugin,
     create_strategy,
     seed_everything,
@@ -102,14 +119,21 @@ def run_incremental(config: IncrementalConfig, out_dir: str | Path) -> dict[str,
         else draw_compound_orders(COMPOUND, config.orders, config.seed)
     )
     device = resolve_device(config.device)
+    basic_model.to(device)
+    split, cache, cache_info = _feature_cache(config, basic_model, dataset, device)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in config.strategies}
+    mean, std = basic_model.data_config["mean"], basic_model.data_config["std"]
     for order_index, order in enumerate(orders):
-        mean, std = basic_model.data_config["mean"], basic_model.data_config["std"]
-        benchmark = build_benchmark(dataset, basic_names, order, subjects, mean, std, config.augment)
+        benchmarks: dict[bool, IncrementalBenchmark] = {}
         for name in config.strategies:
+            cached = cache is not None and STRATEGIES[name].trunk_inputs
+            if cached not in benchmarks:
+                benchmarks[cached] = build_benchmark(dataset, basic_names, order, subjects, mean, std, config.augment,
+                                                     cache if cached else None)
             run_dir = out_dir / "runs" / name / f"order_{order_index}"
             seed = config.seed * 1000 + order_index
-            runs[name].append(run_stream(name, benchmark, basic_model, config, run_dir, device, seed))
+            runs[name].append(run_stream(name, benchmarks[cached], basic_model, config, run_dir, device, seed,
+                                         split if cached else None))
     return write_reports(
         out_dir,
         runs,
@@ -117,6 +141,7 @@ def run_incremental(config: IncrementalConfig, out_dir: str | Path) -> dict[str,
         subjects=subjects,
         wall_seconds=time.perf_counter() - wall_start,
         cpu_seconds=time.process_time() - cpu_start,
+        feature_cache=cache_info,
     )
 
 
@@ -128,6 +153,7 @@ def run_stream(
     run_dir: str | Path,
     device: torch.device,
     seed: int,
+    split: BackboneSplit | None = None,
 ) -> dict[str, Any]:
     """Runs one strategy over one benchmark, resuming from ``run_dir/state.pt`` if present.
 
@@ -139,6 +165,8 @@ def run_stream(
         run_dir: Folder of this run.
         device: Where to train.
         seed: Seed of the run's randomness (new head units, shuffling, augmentation, sampling).
+        split: Where the backbone was cut for a feature cache (the benchmark then holds the
+            trunk's activations, and the strategy trains the tail and head only); None trains on images.
 
     Returns:
         The run's per-step records and summary (see :func:`cfer.continual.reports.summarize_run`);
@@ -152,15 +180,15 @@ def run_stream(
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = STRATEGIES[name]
     seed_everything(seed)
-    model = copy.deepcopy(basic_model).to(device)
-    freeze_backbone(model, config.trainable_blocks, train_batchnorm=config.basic.model.train_batchnorm)
-    model.train()
+    full_model = copy.deepcopy(basic_model).to(device)
+    freeze_backbone(full_model, config.trainable_blocks, train_batchnorm=config.basic.model.train_batchnorm)
+    model = _student(full_model, split).train()
     checkpoint = StreamCheckpoint(run_dir / "state.pt", spec.state)
     checkpoint.load_model(model)
     # after any regrowth of the head, so that it holds the model's current parameters
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     memory_size = representative_memory_size(len(benchmark.data["train"]), config.memory_fraction)
-    early_stopping = _early_stopping(spec, benchmark, config)
+    monitors = _Monitors(TrainingThroughputPlugin(), _early_stopping(spec, benchmark, config))
     loggers = RunLoggers(run_dir / "logs", progress=config.progress)
     try:
         strategy = create_strategy(
@@ -172,29 +200,89 @@ def run_stream(
             eval_mb_size=config.eval_batch_size,
             device=device,
             evaluator=make_evaluator(len(benchmark.classes), loggers),
-            plugins=checkpoint.plugins() + ([early_stopping] if early_stopping is not None else []),
+            plugins=[*monitors.plugins(), *checkpoint.plugins()],
             memory_size=memory_size,
             **_strategy_options(name, spec, benchmark, config),
         )
-        steps = checkpoint.restore(strategy, RestoreContext(benchmark.data["train"], basic_model))
+        steps = checkpoint.restore(strategy, RestoreContext(benchmark.data["train"], _student(basic_model, split)))
         scenario = benchmark.legacy_scenario() if spec.scenario == "legacy" else benchmark.scenario
         if spec.offline:
-            steps = _run_offline(strategy, scenario, benchmark, early_stopping)
-        for index in range(len(steps), benchmark.n_experiences):
-            if config.max_experiences is not None and index >= config.max_experiences:
-                break
-            steps.append(_run_experience(strategy, scenario, index, benchmark, early_stopping, config))
+            steps = _run_offline(strategy, scenario, benchmark, monitors)
+        last = benchmark.n_experiences if config.max_experiences is None else min(config.max_experiences,
+                                                                                    benchmark.n_experiences)
+        for index in tqdm(range(len(steps), last), desc=f"{name} {run_dir.name}", initial=len(steps), total=last,
+                          dynamic_ncols=True, leave=False):
+            steps.append(_run_experience(strategy, scenario, index, benchmark, monitors, config))
             checkpoint.save(strategy, trained_model(strategy, model), steps)
     finally:
         loggers.close()
     result = summarize_run(name, benchmark, steps, memory_size, offline=spec.offline)
-    if result["complete"]:
+    if result["complete"] and spec.exports_model:
+        trained = trained_model(strategy, model)
+        final = trained.into(full_model) if isinstance(trained, TailClassifier) else trained
         # The final model, loadable with cfer.models.load_checkpoint (and so by cfer gradcam).
-        save_checkpoint(trained_model(strategy, model), run_dir / "model.safetensors",
+        save_checkpoint(final, run_dir / "model.safetensors",
                         {"classes": list(benchmark.classes), "phase": "incremental", "strategy": name})
+    if result["complete"]:
         write_json(result_path, result)
         checkpoint.discard()
     return result
+
+
+@dataclass(frozen=True)
+class _Monitors:
+    """Plugins that watch a run's steps: time per trained image, and validation early stopping."""
+
+    throughput: TrainingThroughputPlugin
+    early_stopping: ValidationEarlyStoppingPlugin | None
+
+    def plugins(self) -> list[Any]:
+        # the throughput clock first, so that it stops before the validation pass of early stopping
+        return [self.throughput] + ([self.early_stopping] if self.early_stopping is not None else [])
+
+    def record(self, trained: bool) -> dict[str, Any]:
+        """What they saw during the last training call (nothing when it trained no epoch)."""
+        stopper = self.early_stopping if trained else None
+        best = stopper.best_epoch if stopper is not None else None
+        kept = None if best is None or best < 0 else int(best)
+        return {
+            "best_epoch": kept,
+            "valid_history": list(stopper.history) if stopper is not None else [],
+            # the validation metric of the weights the step kept: what budgets are chosen on
+            "valid_metric": stopper.history[kept] if stopper is not None and kept is not None else None,
+            "train_images": self.throughput.images if trained else 0,
+            "train_loop_seconds": self.throughput.seconds if trained else 0.0,
+        }
+
+
+def _feature_cache(
+    config: IncrementalConfig, basic_model: torch.nn.Module, dataset: Any, device: torch.device
+) -> tuple[BackboneSplit | None, FeatureCache | None, dict[str, Any]]:
+    """The backbone's cut and its trunk's activations of every image (or Nones), and what was decided, why."""
+    cached, reason = cache_decision(config.feature_cache, config.augment.enabled)
+    mean, std = basic_model.data_config["mean"], basic_model.data_config["std"]
+    _, preprocess = make_transforms(mean, std, config.augment)
+    try:
+        example = preprocess(dataset.images[:2]).to(device)
+        split = split_backbone(basic_model.backbone, config.trainable_blocks, example) if cached else None
+    except ValueError as error:
+        if config.feature_cache.mode == "always":
+            raise
+        split, reason = None, str(error)
+    if split is None:
+        logger.info("feature cache off: %s", reason)
+        return None, None, {"used": False, "reason": reason}
+    dtype = torch.float16 if config.feature_cache.dtype == "float16" else torch.float32
+    cache = FeatureCache.build(split, dataset.images, preprocess, repr(preprocess), config.eval_batch_size, device,
+                               dtype, config.feature_cache.directory)
+    logger.info("feature cache on (%s): %s; %s", reason, split.describe(), cache.describe())
+    return split, cache, {"used": True, "reason": reason, "cut": split.describe(), "activations": cache.describe(),
+                          "bytes": cache.nbytes}
+
+
+def _student(model: torch.nn.Module, split: BackboneSplit | None) -> torch.nn.Module:
+    """What a strategy trains: the whole model, or with a feature cache, its tail and head over activations."""
+    return model if split is None else TailClassifier(split.apply_to(model.backbone).tail, model.head)
 
 
 def _basic_phase(
@@ -202,7 +290,7 @@ def _basic_phase(
 ) -> tuple[torch.nn.Module, dict[str, Any], dict[str, list[int]]]:
     """The basic-phase model (trained here unless ``basic_dir`` holds a finished run), its summary and subjects."""
     if not ((basic_dir / "model.safetensors").exists() and (basic_dir / "metrics.json").exists()):
-        run_basic_phase(config.basic, basic_dir, dataset=dataset)
+        run_basic_phase(_basic_config(config), basic_dir, dataset=dataset)
     summary = read_json(basic_dir / "metrics.json")
     model, metadata = load_basic_model(basic_dir)
     if list(metadata["classes"]) != list(basic_names):
@@ -210,20 +298,28 @@ def _basic_phase(
     return model, summary, _subjects(config, dataset, basic_names, basic_dir, int(summary["best_fold"]))
 
 
+def _basic_config(config: IncrementalConfig) -> Any:
+    """The basic phase's settings; the reference's protocol runs every fold and keeps the best on its test subjects."""
+    if config.protocol != "reference":
+        return config.basic
+    return dataclasses.replace(config.basic, select_fold_on="test", fold=None)
+
+
 def _early_stopping(
     spec: StrategySpec, benchmark: IncrementalBenchmark, config: IncrementalConfig
 ) -> ValidationEarlyStoppingPlugin | None:
     if config.patience <= 0 or not spec.early_stops:
         return None
-    return ValidationEarlyStoppingPlugin(
-        benchmark.data["valid"], config.patience, config.early_stopping_metric, config.eval_batch_size
-    )
+    # the reference early-stops each step on the very images it reports
+    scored = benchmark.data["test" if config.protocol == "reference" else "valid"]
+    return ValidationEarlyStoppingPlugin(scored, config.patience, config.early_stopping_metric, config.eval_batch_size)
 
 
 def _strategy_options(
     name: str, spec: StrategySpec, benchmark: IncrementalBenchmark, config: IncrementalConfig
 ) -> dict[str, Any]:
-    options = dict(config.strategy_options.get(name, {}))
+    reference = spec.reference_options if config.protocol == "reference" else {}
+    options = {**reference, **config.strategy_options.get(name, {})}
     if spec.needs_total_classes:
         options.setdefault("total_num_classes", len(benchmark.classes))
     return options
@@ -234,30 +330,28 @@ def _run_experience(
     scenario: Any,
     index: int,
     benchmark: IncrementalBenchmark,
-    early_stopping: ValidationEarlyStoppingPlugin | None,
+    monitors: _Monitors,
     config: IncrementalConfig,
 ) -> dict[str, Any]:
     wall, cpu = time.perf_counter(), time.process_time()
     experience = scenario.train_stream[index]
+    epochs = strategy.train_epochs
     if index == 0:
         # the basic phase trained these classes; zero epochs only lets the strategy register them
         strategy.train_epochs = 0
     try:
         strategy.train(experience)
     finally:
-        strategy.train_epochs = config.epochs
+        strategy.train_epochs = epochs
     train_seconds = time.perf_counter() - wall
     results = strategy.eval(scenario.test_stream[: index + 1])
     step = read_step_metrics(results, index + 1)
-    epochs = 0 if index == 0 else strategy.clock.train_exp_epochs
-    best_epoch = early_stopping.best_epoch if early_stopping is not None and index > 0 else None
     step.update(
         step=index,
         new_classes=list(benchmark.classes_of(index)),
         num_classes=benchmark.num_basic + index,
-        epochs=int(epochs),
-        best_epoch=None if best_epoch is None or best_epoch < 0 else int(best_epoch),
-        valid_history=list(early_stopping.history) if early_stopping is not None and index > 0 else [],
+        epochs=0 if index == 0 else int(strategy.clock.train_exp_epochs),
+        **monitors.record(trained=index > 0),
         train_seconds=train_seconds,
         wall_seconds=time.perf_counter() - wall,
         cpu_seconds=time.process_time() - cpu,
@@ -274,10 +368,7 @@ def _run_experience(
 
 
 def _run_offline(
-    strategy: Strategy,
-    scenario: Any,
-    benchmark: IncrementalBenchmark,
-    early_stopping: ValidationEarlyStoppingPlugin | None,
+    strategy: Strategy, scenario: Any, benchmark: IncrementalBenchmark, monitors: _Monitors
 ) -> list[dict[str, Any]]:
     """Trains once on the whole stream (joint training), then scores it on every prefix of the stream.
 
@@ -291,7 +382,6 @@ def _run_offline(
     train_seconds = time.perf_counter() - wall
     full = read_step_metrics(strategy.eval(scenario.test_stream), benchmark.n_experiences)
     wall_seconds, cpu_seconds = time.perf_counter() - wall, time.process_time() - cpu
-    best_epoch = early_stopping.best_epoch if early_stopping is not None else None
     matrix = np.asarray(full["confusion_matrix"])
     steps = []
     for index in range(benchmark.n_experiences):
@@ -308,8 +398,7 @@ def _run_offline(
                 "new_classes": list(benchmark.classes_of(index)),
                 "num_classes": seen,
                 "epochs": int(strategy.clock.train_exp_epochs) if last else 0,
-                "best_epoch": None if not last or best_epoch is None or best_epoch < 0 else int(best_epoch),
-                "valid_history": list(early_stopping.history) if early_stopping is not None and last else [],
+                **monitors.record(trained=last),
                 "train_seconds": train_seconds if last else 0.0,
                 "wall_seconds": wall_seconds if last else 0.0,
                 "cpu_seconds": cpu_seconds if last else 0.0,

@@ -18,11 +18,13 @@ from __future__ import annotations
 import copy
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
     "DistillationLoss",
+    "TeacherMemo",
     "distillation_loss",
     "frozen_copy",
     "kd_weight",
@@ -153,3 +155,100 @@ class DistillationLoss(nn.Module):
         classification = F.cross_entropy(student_logits, targets)
         distillation = distillation_loss(student_logits, teacher_logits, self.temperature)
         return (1.0 - weight) * classification + weight * distillation
+
+
+class TeacherMemo:
+    """A frozen teacher's logits per sample, computed once per sample.
+
+    A frozen teacher maps an unchanged input to unchanged logits, so over the epochs of a step (and,
+    for the basic-phase teacher, over the whole stream) each sample needs one teacher pass, not one
+    per epoch. :meth:`fill` computes the logits of samples ahead of training; a lookup
+    (:meth:`__call__`) computes the whole mini-batch when one of its samples is missing. Each stored row
+    keeps a fingerprint of its input (sum and sum of squares, in float64): a sample whose input
+    changed (augmentation) is computed again, and :attr:`changed` counts how often that happened, so
+    the caller can stop memoising.
+
+    Rows are never computed, nor stored, from a batch of one: CPU kernels pick another algorithm for
+    a single sample, which changes the last bits of the logits, while batches of two or more give the
+    same logits whatever their size and company (the batch-invariance the cached and uncached paths
+    of ``cfer train-incremental`` rely on to agree).
+    """
+
+    def __init__(self) -> None:
+        self.logits: Tensor | None = None  # (capacity, classes)
+        self.prints: Tensor | None = None  # (capacity, 2) float64 fingerprints of the inputs
+        self.known: Tensor | None = None  # (capacity,) bool
+        self.changed = 0
+        """Samples seen again with another input."""
+
+    def missing(self, sample_ids: Tensor) -> Tensor:
+        """Which of ``sample_ids`` (shape ``(n,)``) have no stored logits, as a bool mask ``(n,)``."""
+        if self.known is None:
+            return torch.ones(len(sample_ids), dtype=torch.bool)
+        ids = sample_ids.to(self.known.device).long()
+        inside = ids < len(self.known)
+        found = torch.zeros(len(ids), dtype=torch.bool, device=self.known.device)
+        found[inside] = self.known[ids[inside]]
+        return ~found.cpu()
+
+    @torch.no_grad()
+    def fill(self, teacher: nn.Module, inputs: Tensor, sample_ids: Tensor, batch_size: int) -> None:
+        """Compute and store the logits of ``inputs`` (shape ``(n, ...)``) in chunks of ``batch_size``.
+
+        Args:
+            teacher: The frozen teacher.
+            inputs: Inputs exactly as training will see them.
+            sample_ids: Their ids, shape ``(n,)``.
+            batch_size: Chunk size (a last chunk of one sample joins the one before).
+        """
+        starts = list(range(0, len(inputs), batch_size))
+        if len(starts) > 1 and len(inputs) - starts[-1] == 1:
+            starts.pop()
+        for start, end in zip(starts, starts[1:] + [len(inputs)]):
+            if end - start > 1:
+                self._store(teacher(inputs[start:end]), inputs[start:end], sample_ids[start:end].to(inputs.device))
+
+    @torch.no_grad()
+    def __call__(self, teacher: nn.Module, inputs: Tensor, sample_ids: Tensor) -> Tensor:
+        """The teacher's logits of ``inputs``, from memory where their sample was seen with that input.
+
+        Args:
+            teacher: The frozen teacher, inputs ``(batch, ...)`` to logits ``(batch, classes)``.
+            inputs: The mini-batch, shape ``(batch, ...)``.
+            sample_ids: Non-negative id of each sample, shape ``(batch,)``.
+
+        Returns:
+            Logits, shape ``(batch, classes)``.
+        """
+        sample_ids = sample_ids.to(inputs.device).long()
+        if self.known is None or bool(self.missing(sample_ids).any()):
+            computed = teacher(inputs)
+            if len(inputs) > 1:
+                self._store(computed, inputs, sample_ids)
+            return computed
+        assert self.prints is not None and self.logits is not None
+        same = (self.prints[sample_ids] == _fingerprints(inputs)).all(1)
+        if not bool(same.all()):
+            self.changed += int((~same).sum())
+            return teacher(inputs)
+        return self.logits[sample_ids]
+
+    def _store(self, logits: Tensor, inputs: Tensor, sample_ids: Tensor) -> None:
+        capacity = int(sample_ids.max()) + 1
+        if self.known is None or self.logits is None or self.prints is None:
+            self.known = torch.zeros(capacity, dtype=torch.bool, device=logits.device)
+            self.prints = torch.zeros(capacity, 2, dtype=torch.float64, device=logits.device)
+            self.logits = logits.new_zeros(capacity, logits.shape[1])
+        elif capacity > len(self.known):
+            extra = capacity - len(self.known)
+            self.known = torch.cat([self.known, self.known.new_zeros(extra)])
+            self.prints = torch.cat([self.prints, self.prints.new_zeros(extra, 2)])
+            self.logits = torch.cat([self.logits, self.logits.new_zeros(extra, self.logits.shape[1])])
+        self.logits[sample_ids] = logits
+        self.prints[sample_ids] = _fingerprints(inputs)
+        self.known[sample_ids] = True
+
+
+def _fingerprints(inputs: Tensor) -> Tensor:
+    flat = inputs.detach().flatten(1).double()
+    return torch.stack([flat.sum(1), flat.pow(2).sum(1)], dim=1)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from timm.models import group_parameters
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from cfer.core.trunk import block_groups
 from cfer.models.backbones import backbone_data_config, create_backbone, feature_dim
 from cfer.models.heads import ExpandableHead, create_head
 
@@ -183,23 +183,6 @@ def create_model(config: ModelConfig, num_classes: int) -> ExpressionClassifier:
     )
     head = create_head(config.head, feature_dim(backbone), num_classes, dropout=config.dropout)
     return ExpressionClassifier(backbone, head, config)
-
-
-def block_groups(backbone: nn.Module) -> list[list[str]]:
-    """Parameter names of a timm backbone grouped by stage, from input to output.
-
-    Uses timm's coarse ``group_matcher`` (the grouping of layer-wise learning-rate decay): e.g.
-    ResNet gives ``[stem, layer1, layer2, layer3, layer4]``; EfficientNet gives the stem, then
-    one group per block stage, the last one including ``conv_head``.
-
-    Args:
-        backbone: timm model.
-
-    Returns:
-        One list of parameter names (as in ``backbone.named_parameters()``) per group.
-    """
-    groups = group_parameters(backbone, backbone.group_matcher(coarse=True))
-    return [list(names) for _, names in sorted(groups.items())]
 
 
 def freeze_backbone(

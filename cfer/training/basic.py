@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -30,6 +30,13 @@ from cfer.config import check_resumable, save_config
 from cfer.core.early_stopping import EarlyStopping
 from cfer.core.head_training import fit_head
 from cfer.core.inference import predict
+from cfer.core.trunk import (
+    FeatureCache,
+    FeatureCacheConfig,
+    TailClassifier,
+    cache_decision,
+    split_backbone,
+)
 from cfer.data.dataset import FaceExpressionDataset
 from cfer.data.sources import DataConfig, load_dataset
 from cfer.data.splits import SubjectSplit, train_val_test_split
@@ -62,11 +69,14 @@ class BasicPhaseConfig:
     folds: int = 10  # subject-wise cross-validation folds, as in the paper
     fold: int | None = None  # run this fold only; None runs every fold
     val_fraction: float = 0.15  # share of each fold's training subjects kept for early stopping
+    # the fold carried on: by validation accuracy, or (the reference code's way) by the test accuracy it reports
+    select_fold_on: Literal["val", "test"] = "val"
     seed: int = 0  # splits, initialisation and augmentation
     batch_size: int = 32  # images per step
     head_epochs: int = 30  # stage 1: epochs with the backbone frozen
     head_lr: float = 3e-3  # stage 1 learning rate (Adam)
     head_on_cached_features: bool = True  # stage 1 trains on features computed once, unaugmented
+    feature_cache: FeatureCacheConfig = field(default_factory=FeatureCacheConfig)  # stage 2's frozen trunk, once
     finetune_epochs: int = 10  # stage 2: epochs with the upper blocks trainable
     finetune_lr: float = 2e-4  # stage 2 learning rate (Adam), lower as in the paper
     patience: int = 4  # epochs without a lower validation loss before a stage stops
@@ -107,8 +117,10 @@ def run_basic_phase(config: BasicPhaseConfig, out_dir: str | Path, dataset: Face
     # Folds may be run one at a time (--fold k); the summary covers every finished fold of the run.
     results = [read_json(path) for k in range(config.folds) if (path := out_dir / f"fold_{k}" / "metrics.json").exists()]
 
-    # Select on validation accuracy, never on the test accuracy that is reported.
-    best = max(results, key=lambda r: (r["val_accuracy"], -r["fold"]))
+    # Select on validation accuracy, never on the test accuracy that is reported (unless asked to, as the
+    # reference does).
+    best = max(results, key=lambda r: (r["val_accuracy"] if config.select_fold_on == "val" else r["test"]["accuracy"],
+                                       -r["fold"]))
     shutil.copyfile(out_dir / f"fold_{best['fold']}" / "model.safetensors", out_dir / ".model.safetensors.tmp")
     (out_dir / ".model.safetensors.tmp").replace(out_dir / "model.safetensors")
     accuracies = [r["test"]["accuracy"] for r in results]
@@ -203,12 +215,14 @@ def _train_stage(config: BasicPhaseConfig, trainer: Trainer, stage: int, train: 
         # one backbone pass instead of one per epoch; the price is no augmentation in stage 1.
         _fit_head_on_features(trainer, train, val, optimizer, stopper, epochs, config, progress)
         return
+    stage_trainer, (train_inputs, val_inputs) = _stage_trainer(config, trainer, trainable_blocks, train, val)
     train_loader = make_loader(train, config.batch_size, shuffle=True, device=trainer.device,
-                               generator=progress.generator)
-    val_loader = make_loader(val, 256, shuffle=False, device=trainer.device)
+                               generator=progress.generator, inputs=train_inputs)
+    val_loader = make_loader(val, 256, shuffle=False, device=trainer.device, inputs=val_inputs)
     for epoch in range(first_epoch, epochs):
-        stats = trainer.train_epoch(train_loader, optimizer, f"fold {fold} {_STAGES[stage]} {epoch + 1}/{epochs}")
-        evaluation = trainer.evaluate(val_loader, "val")
+        description = f"fold {fold} {_STAGES[stage]} {epoch + 1}/{epochs}"
+        stats = stage_trainer.train_epoch(train_loader, optimizer, description)
+        evaluation = stage_trainer.evaluate(val_loader, "val")
         progress.record(stats.loss, stats.accuracy, evaluation.loss, evaluation.accuracy, stats.images_per_second)
         logger.info("fold %d %s epoch %d: train loss %.3f acc %.3f | val loss %.3f acc %.3f | %.0f img/s",
                     fold, _STAGES[stage], epoch + 1, stats.loss, stats.accuracy, evaluation.loss,
@@ -217,6 +231,41 @@ def _train_stage(config: BasicPhaseConfig, trainer: Trainer, stage: int, train: 
         progress.save(stage, epoch, stopped, trainer.model, optimizer, stopper)
         if stopped:
             break
+
+
+def _stage_trainer(config: BasicPhaseConfig, trainer: Trainer, trainable_blocks: int, train: FaceExpressionDataset,
+                   val: FaceExpressionDataset) -> tuple[Trainer, tuple[torch.Tensor | None, torch.Tensor | None]]:
+    """The trainer of the fine-tuning stage, and the inputs it reads instead of the images, if any.
+
+    Without augmentation the frozen blocks map each image to the same activations every epoch, so
+    they run once (:class:`cfer.core.trunk.FeatureCache`) and the stage trains the rest of the model
+    on their activations; the model's modules are shared, so it is the full model that learns.
+    """
+    cached, reason = cache_decision(config.feature_cache, config.augment.enabled)
+    if not cached or trainable_blocks == 0:
+        logger.info("fine-tuning on images: %s", reason if not cached else "the whole backbone is frozen")
+        return trainer, (None, None)
+    model = trainer.model
+    example = trainer.inputs(train.images[:2], train=False)
+    try:
+        split = split_backbone(model.backbone, trainable_blocks, example)
+    except ValueError as error:
+        if config.feature_cache.mode == "always":
+            raise
+        logger.info("fine-tuning on images: %s", error)
+        return trainer, (None, None)
+    dtype = torch.float16 if config.feature_cache.dtype == "float16" else torch.float32
+    caches = [FeatureCache.build(split, d.images, lambda images: trainer.inputs(images, train=False),
+                                 repr(trainer.preprocess), 256, trainer.device, dtype, config.feature_cache.directory)
+              for d in (train, val)]
+    logger.info("fine-tuning on cached activations (%s): %s; %s", reason, split.describe(), caches[0].describe())
+    student = Trainer(TailClassifier(split.tail, model.head), preprocess=_as_float32, device=trainer.device,
+                      regularizer=_head_l2, progress=config.progress)
+    return student, (caches[0].activations, caches[1].activations)
+
+
+def _as_float32(inputs: torch.Tensor) -> torch.Tensor:
+    return inputs.float()
 
 
 def _stage_settings(config: BasicPhaseConfig, stage: int) -> tuple[int, float, int]:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from cfer.data.dataset import FaceExpressionDataset
 
-__all__ = ["Evaluation", "EpochStats", "Trainer", "make_loader", "resolve_device"]
+__all__ = ["EpochStats", "Evaluation", "Trainer", "make_loader", "resolve_device"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -35,20 +35,31 @@ def make_loader(
     device: torch.device,
     generator: torch.Generator | None = None,
     num_workers: int = 0,
+    inputs: Tensor | None = None,
 ) -> DataLoader:
     """Batches of (uint8 images, targets) from an in-memory dataset.
 
     The images are already decoded, so a batch is one gather from a tensor: worker processes would
     only add inter-process copies, and both cores are better spent on the model's own threads. Hence
     ``num_workers=0`` by default; on CUDA, batches come from pinned memory.
+
+    Args:
+        dataset: The images and targets.
+        batch_size: Samples per batch.
+        shuffle: Draw a new order every epoch (from ``generator``).
+        device: Where the batches go (pinned memory for CUDA).
+        generator: Random generator of the order.
+        num_workers: Loader processes.
+        inputs: Batches of these rows instead of the images (e.g. cached trunk activations).
     """
+    source = dataset.images if inputs is None else inputs
     return DataLoader(
-        TensorDataset(dataset.images, dataset.targets),
+        TensorDataset(source, dataset.targets),
         batch_size=batch_size,
         shuffle=shuffle,
         generator=generator,
         num_workers=num_workers,
-        pin_memory=device.type == "cuda",
+        pin_memory=device.type == "cuda" and not source.is_cuda,
         drop_last=False,
     )
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cfer.continual.benchmark import build_benchmark, draw_compound_orders, subject_split
+from cfer.continual.benchmark import (
+    build_benchmark,
+    draw_compound_orders,
+    subject_split,
+)
 from cfer.data.synthetic import SyntheticConfig, SyntheticFaces
 from cfer.taxonomy import BASIC, COMPOUND
 
@@ -42,8 +46,9 @@ def test_labels_follow_the_order_of_arrival(incremental, faces) -> None:  # type
         assert incremental.classes[label] == name
         # every image of that label is an image of that category in the source dataset
         experience = incremental.scenario.train_stream[index].dataset.eval()
-        image, target, _ = experience[0]
-        assert target == label
+        image, target, sample_id, task = experience[0]
+        assert target == label and task == 0
+        assert int(sample_id) == int(experience.sample_id[0])  # the sample's id, in the batch too
         source_label = faces.classes.index(name)
         source_images = faces.images[faces.targets == source_label].float() / 255
         normalised = (source_images - 0.5) / 0.5

@@ -97,3 +97,45 @@ def test_distillation_loss_module_combines_both_terms() -> None:
     assert torch.allclose(loss, (1 - weight) * hard + weight * soft, atol=1e-6)
     loss.backward()
     assert student.grad is not None and student.grad.abs().sum() > 0
+
+
+class CountingTeacher(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows = 0
+        self.calls: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += len(x)
+        self.calls.append(len(x))
+        return torch.stack([x.sum(1), -x.sum(1)], 1)
+
+
+def test_teacher_memo_runs_the_teacher_once_per_sample() -> None:
+    from cfer.core.distillation import TeacherMemo
+
+    memo, teacher = TeacherMemo(), CountingTeacher()
+    inputs, ids = torch.randn(6, 3), torch.tensor([4, 0, 5, 1, 2, 3])
+    memo.fill(teacher, inputs, ids, batch_size=5)  # a last chunk of one joins the one before
+    assert teacher.calls == [6]
+    for order in (torch.tensor([2, 0, 5]), torch.tensor([1, 3, 4])):
+        assert torch.equal(memo(teacher, inputs[order], ids[order]), teacher.forward(inputs[order]))
+    assert teacher.calls == [6, 3, 3]  # the two direct calls above, none from the memo
+    assert memo.changed == 0
+
+
+def test_teacher_memo_computes_batches_with_unseen_or_changed_samples() -> None:
+    from cfer.core.distillation import TeacherMemo
+
+    memo, teacher = TeacherMemo(), CountingTeacher()
+    inputs, ids = torch.randn(4, 3), torch.arange(4)
+    memo(teacher, inputs[:1], ids[:1])  # a batch of one is computed but not stored
+    assert memo.missing(ids[:1]).tolist() == [True]
+    memo(teacher, inputs[:3], ids[:3])
+    assert memo.missing(ids).tolist() == [False, False, False, True]
+    calls = len(teacher.calls)
+    memo(teacher, inputs[1:3], ids[1:3])
+    assert len(teacher.calls) == calls  # served from memory
+    augmented = inputs[1:3] + 0.1
+    assert torch.equal(memo(teacher, augmented, ids[1:3]), teacher.forward(augmented))
+    assert memo.changed == 2

@@ -131,3 +131,18 @@ def test_cli_trains_one_fold_and_prints_a_summary(tmp_path, capsys):
 def test_cli_rejects_a_fold_out_of_range(tmp_path, capsys):
     assert main(["train-basic", "--out", str(tmp_path), "--folds", "3", "--fold", "3", "--subjects", "6"]) == 2
     assert "fold must be in [0, 3)" in capsys.readouterr().err
+
+
+def test_fine_tuning_on_cached_activations_gives_the_same_model(tmp_path):
+    # without augmentation the fine-tuning stage trains on the frozen blocks' activations, computed once
+    from cfer.core.trunk import FeatureCacheConfig
+
+    settings = dict(data=DataConfig(size=32, subjects=12), head_epochs=2, finetune_epochs=2, patience=10,
+                    model=ModelConfig(pretrained="none", trainable_blocks=2))
+    cached = run_basic_phase(tiny_config(**settings), tmp_path / "cached")
+    on_images = run_basic_phase(tiny_config(**settings, feature_cache=FeatureCacheConfig(mode="never")),
+                                tmp_path / "images")
+    histories = [json.loads((tmp_path / name / "fold_0" / "metrics.json").read_text())["history"]
+                 for name in ("cached", "images")]
+    assert histories[0] == histories[1]
+    assert cached["best_fold_test"]["confusion_matrix"] == on_images["best_fold_test"]["confusion_matrix"]
