@@ -182,7 +182,7 @@ def _markdown(config: CompareConfig, summary: Mapping[str, Any]) -> str:
         f"p: two-sided Wilcoxon signed-rank test of `{summary['recommended']}` against the row, paired by stream.",
         "",
         "| strategy | runs | Overall Acc. | macro-F1 | final acc. | final macro-F1 | final basic | final compound | "
-        f"Δ Overall vs {summary['recommended']} | p | s / step |",
+        f"Δ Overall (row − {summary['recommended']}) | p | s / step |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ranked = sorted(summary["strategies"].items(), key=lambda item: -(item[1]["overall_accuracy"]["mean"] or 0))
