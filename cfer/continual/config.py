@@ -49,6 +49,9 @@ class IncrementalConfig:
     # run every basic fold and keep the best on its test subjects, early-stop each step on the test images
     # it reports and rank PSMR by logit (optimistic, for comparison)
     protocol: Literal["held-out", "reference"] = "held-out"
+    # confusion-matrix figures: every step of the first order and the last step of the others, the
+    # last step of every order, or none (every matrix is in results.json either way)
+    confusion_plots: Literal["first-order", "last-step", "none"] = "first-order"
     max_experiences: int | None = None  # stop each run after this many experiences; rerun to resume
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda[:k]"
     progress: bool = False  # Avalanche's interactive logger on the terminal

@@ -241,6 +241,7 @@ def write_reports(
     wall_seconds: float,
     cpu_seconds: float,
     feature_cache: Mapping[str, Any] | None = None,
+    confusion_plots: str = "first-order",
 ) -> dict[str, Any]:
     """Writes ``results.json``, ``results.md``, ``accuracy_vs_classes.png`` and per-step confusion matrices.
 
@@ -252,6 +253,8 @@ def write_reports(
         wall_seconds: Wall time of this session.
         cpu_seconds: Process CPU time of this session.
         feature_cache: Whether the frozen trunk was cached, why, and its size.
+        confusion_plots: ``'first-order'`` (every step of the first order, the last step of the
+            others), ``'last-step'`` (of every order) or ``'none'``; every matrix is in results.json.
 
     Returns:
         The summary written to ``results.json``.
@@ -259,9 +262,10 @@ def write_reports(
     out_dir = Path(out_dir)
     strategies: dict[str, Any] = {}
     for name, name_runs in runs.items():
-        for order_index, run in enumerate(name_runs):
-            # every step of the first order, the last step of the others: a figure costs half a second
-            _plot_run_confusions(run, out_dir / "runs" / name / f"order_{order_index}" / "confusion", order_index == 0)
+        for order_index, run in enumerate(name_runs if confusion_plots != "none" else []):
+            # a figure costs half a second: every step of the first order only when asked
+            every_step = confusion_plots == "first-order" and order_index == 0
+            _plot_run_confusions(run, out_dir / "runs" / name / f"order_{order_index}" / "confusion", every_step)
         with_steps = [run for run in name_runs if run["steps"]]
         strategies[name] = {
             "aggregate": _aggregate(with_steps) if with_steps else None,

@@ -82,7 +82,7 @@ logger = logging.getLogger(__name__)
 
 # settings that may change between sessions of one run
 # (runs are independent per strategy and order, and order k is the same whatever the count)
-_RESUMABLE_CHANGES = ("max_experiences", "device", "progress", "strategies", "orders")
+_RESUMABLE_CHANGES = ("max_experiences", "device", "progress", "strategies", "orders", "confusion_plots")
 
 
 def run_incremental(config: IncrementalConfig, out_dir: str | Path) -> dict[str, Any]:
@@ -142,6 +142,7 @@ def run_incremental(config: IncrementalConfig, out_dir: str | Path) -> dict[str,
         wall_seconds=time.perf_counter() - wall_start,
         cpu_seconds=time.process_time() - cpu_start,
         feature_cache=cache_info,
+        confusion_plots=config.confusion_plots,
     )
 
 

@@ -24,7 +24,7 @@ def test_paired_test_is_scipys_wilcoxon_on_the_pairs() -> None:
 TINY = [
     "run.basic.data.subjects=10", "run.basic.data.size=32", "run.basic.model.backbone=test_efficientnet",
     "run.basic.model.pretrained=none", "run.basic.folds=3", "run.basic.val_fraction=0.25", "run.basic.head_epochs=1",
-    "run.basic.finetune_epochs=1", "run.epochs=1", "run.patience=1", "run.batch_size=16",
+    "run.basic.finetune_epochs=1", "run.epochs=1", "run.patience=1", "run.batch_size=16", "run.confusion_plots=last-step",
     "tested=[ranpac, ncm]", "recommended=ranpac", "others=[naive]", "reference_strategies=[naive]", "orders=2",
     "other_orders=1", "data_seeds=[1]",
 ]

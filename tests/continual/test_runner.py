@@ -37,6 +37,7 @@ TINY = [
     "epochs=1",
     "patience=1",
     "batch_size=16",
+    "confusion_plots=last-step",  # a figure per step costs more than the tiny step itself
     f"strategies=[{', '.join(STRATEGIES)}]",
 ]
 
