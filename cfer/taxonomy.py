@@ -413,6 +413,38 @@ RAFDB_COMPOUND: dict[int, str] = {
     11: "disgustedly_surprised",
 }
 
+RAFCE_CLASSES: dict[int, str | None] = {
+    0: "happily_surprised",
+    1: "happily_disgusted",
+    2: "sadly_fearful",
+    3: "sadly_angry",
+    4: "sadly_surprised",
+    5: "sadly_disgusted",
+    6: "fearfully_angry",
+    7: "fearfully_surprised",
+    8: "fearfully_disgusted",
+    9: "angrily_surprised",
+    10: "angrily_disgusted",
+    11: "disgustedly_surprised",
+    12: None,  # happily fearful: not one of the 22 CFEE categories
+    13: None,  # happily sad: not one of the 22 CFEE categories
+}
+"""RAF-CE's 0-based labels (``RAFCE_emolabel.txt``; whdeng.cn/RAF/model4.html); None: outside the taxonomy."""
+
+RAFCE_OUTSIDE_TAXONOMY: dict[int, str] = {12: "happily fearful", 13: "happily sad"}
+
+ALIASES: dict[str, str] = {
+    "happiness": "happy", "joy": "happy", "happy": "happy",
+    "sadness": "sad", "sad": "sad",
+    "fear": "fearful", "afraid": "fearful", "scared": "fearful",
+    "anger": "angry", "angry": "angry", "mad": "angry",
+    "surprise": "surprised", "surprised": "surprised",
+    "disgust": "disgusted", "disgusted": "disgusted",
+    "neutrality": "neutral", "calm": "neutral",
+    "awe": "awed",
+}
+"""Other names of categories, as dataset folders spell them (FER2013's ``happy``, ``fear``, ...)."""
+
 _CATEGORY_BY_ID: dict[int, Category] = {category.id: category for category in CATEGORIES}
 _CATEGORY_BY_NAME: dict[str, Category] = {category.name: category for category in CATEGORIES}
 
@@ -448,9 +480,11 @@ def get_category(key: int | str) -> Category:
             f"{', '.join(f'{c.id}={c.name}' for c in CATEGORIES)}"
         )
     canonical = _canonical_name(key)
+    canonical = ALIASES.get(canonical, canonical)
     if canonical in _CATEGORY_BY_NAME:
         return _CATEGORY_BY_NAME[canonical]
-    raise KeyError(f"unknown category {key!r}; valid names are: {', '.join(CATEGORY_NAMES)}")
+    raise KeyError(f"unknown category {key!r}; valid names are: {', '.join(CATEGORY_NAMES)} "
+                   f"(also accepted: {', '.join(sorted(set(ALIASES) - set(CATEGORY_NAMES)))})")
 
 
 def category_names(kinds: Iterable[str] = ("basic",)) -> tuple[str, ...]:
@@ -509,7 +543,10 @@ __all__ = [
     "AU_NAMES",
     "BASIC",
     "CATEGORIES",
+    "ALIASES",
     "CATEGORY_NAMES",
+    "RAFCE_CLASSES",
+    "RAFCE_OUTSIDE_TAXONOMY",
     "COMPOUND",
     "KINDS",
     "NEUTRAL",

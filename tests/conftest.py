@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -23,7 +25,71 @@ class LookupModel(nn.Module):
         return self.table[x[:, 0].long()] + 0 * self.anchor
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a module: tiny models on a shared CPU run far faster without threads competing."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def lookup_model() -> type[LookupModel]:
     """The class of a stand-in model whose logits are looked up by sample id (``x[:, 0]``)."""
     return LookupModel
+
+
+# --- fake real-data trees: synthetic faces written in the layouts of RAF-DB, RAF-CE, folders, CSV ----------
+
+
+def _faces(subjects: int, size: int, categories: tuple[str, ...]):
+    from cfer.data.synthetic import SyntheticConfig, SyntheticFaces
+
+    return SyntheticFaces(SyntheticConfig(subjects=subjects, size=size, categories=categories))
+
+
+def _save(pixels, path, quality: int = 95) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(path, quality=quality)
+
+
+def write_fake_rafdb(root, subjects: int = 6, size: int = 32, test_subjects: int = 2, original: bool = False):
+    """A RAF-DB tree: basic (7 classes) and compound (11 classes) sets of synthetic faces, RAF naming."""
+    from cfer.taxonomy import RAFDB_BASIC, RAFDB_COMPOUND
+
+    for subset, labels, digits in (("basic", RAFDB_BASIC, (5, 4)), ("compound", RAFDB_COMPOUND, (4, 4))):
+        label_of = {name: label for label, name in labels.items()}
+        faces = _faces(subjects, size, tuple(labels.values()))
+        lines, counters = [], {"train": 0, "test": 0}
+        for index in range(len(faces)):
+            partition = "test" if int(faces.subject_ids[index]) >= subjects - test_subjects else "train"
+            counters[partition] += 1
+            name = f"{partition}_{counters[partition]:0{digits[partition == 'test']}d}"
+            _save(faces.images[index], root / subset / "Image" / "aligned" / f"{name}_aligned.jpg")
+            if original:
+                _save(faces.images[index], root / subset / "Image" / "original" / f"{name}.jpg")
+            lines.append(f"{name}.jpg {label_of[faces.classes[int(faces.targets[index])]]}")
+        (root / subset / "EmoLabel").mkdir(parents=True, exist_ok=True)
+        (root / subset / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture
+def fake_rafdb():
+    """``fake_rafdb(root, subjects=6, size=32, test_subjects=2, original=False)`` writes a RAF-DB tree."""
+    return write_fake_rafdb
+
+
+@pytest.fixture
+def fake_folder():
+    """``fake_folder(root, categories, subjects=3, size=32)`` writes ``root/<category>/<n>.png``."""
+    def write(root, categories, subjects: int = 3, size: int = 32):
+        faces = _faces(subjects, size, tuple(categories))
+        for index in range(len(faces)):
+            name = faces.classes[int(faces.targets[index])]
+            _save(faces.images[index], root / name / f"{index:04d}.png")
+        return root
+    return write

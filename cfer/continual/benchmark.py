@@ -41,7 +41,7 @@ from torchvision.transforms import v2
 
 from cfer.core.trunk import FeatureCache
 from cfer.data.dataset import FaceExpressionDataset
-from cfer.data.splits import train_val_test_split
+from cfer.data.splits import SplitPolicy, assign_splits
 from cfer.training.augment import AugmentConfig
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "build_benchmark",
     "draw_compound_orders",
     "make_transforms",
+    "stream_splits",
     "subject_split",
     "to_classification_dataset",
 ]
@@ -87,36 +88,45 @@ def subject_split(
     val_fraction: float,
     seed: int,
 ) -> dict[str, list[int]]:
-    """Subjects of the train, valid and test sides, as the basic phase splits them.
+    """Subjects of the train, valid and test sides, as the basic phase splits them (subject-wise data).
 
-    The split is computed on the basic-class images with the basic phase's arguments, so the test
-    subjects are exactly those the basic model never saw.
+    Returns:
+        Sorted subject ids by split name (``train``, ``valid``, ``test``).
+    """
+    codes = stream_splits(dataset, basic_classes, fold, n_folds, val_fraction, seed, policy="subject")
+    subjects = dataset.subject_ids.numpy()
+    return {name: sorted({int(s) for s in subjects[codes == code]}) for code, name in enumerate(SPLITS)}
+
+
+def stream_splits(
+    dataset: FaceExpressionDataset,
+    basic_classes: Sequence[str],
+    fold: int,
+    n_folds: int,
+    val_fraction: float,
+    seed: int,
+    policy: SplitPolicy = "auto",
+) -> np.ndarray:
+    """The side of every image of the stream, as the basic phase splits its basic images.
+
+    The basic images are split exactly as :func:`cfer.training.basic.run_basic_phase` splits them,
+    so the test side holds only images the basic model never saw. Subject-wise, every compound image
+    follows its subject; with an official train/test split (RAF-DB), each image follows its
+    partition (see :func:`cfer.data.splits.assign_splits`).
 
     Args:
         dataset: Images of every class of the stream.
         basic_classes: Names of the basic classes.
         fold: The basic phase's fold.
         n_folds: The basic phase's number of folds.
-        val_fraction: Share of the non-test subjects used for validation.
+        val_fraction: Share of the non-test subjects (or images) used for validation.
         seed: The basic phase's seed.
+        policy: The basic phase's ``data.split``.
 
     Returns:
-        Sorted subject ids by split name (``train``, ``valid``, ``test``).
+        Split codes, shape (N,): 0 train, 1 valid, 2 test (positions in :data:`SPLITS`).
     """
-    basic = dataset.select_classes(basic_classes)
-    split = train_val_test_split(
-        basic.subject_ids.numpy(),
-        fold=fold,
-        n_folds=n_folds,
-        val_fraction=val_fraction,
-        seed=seed,
-        labels=basic.targets.numpy(),
-    )
-    subjects = basic.subject_ids.numpy()
-    return {
-        name: sorted({int(s) for s in subjects[indices]})
-        for name, indices in zip(SPLITS, (split.train, split.val, split.test))
-    }
+    return assign_splits(dataset, fold, n_folds, val_fraction, seed, policy, basic_classes=basic_classes)
 
 
 def make_transforms(
@@ -221,7 +231,7 @@ def build_benchmark(
     dataset: FaceExpressionDataset,
     basic_classes: Sequence[str],
     compound_order: Sequence[str],
-    subjects: dict[str, list[int]],
+    splits: np.ndarray | dict[str, list[int]],
     mean: Sequence[float],
     std: Sequence[float],
     augment: AugmentConfig = AugmentConfig(),
@@ -233,7 +243,8 @@ def build_benchmark(
         dataset: Images of (at least) every class named.
         basic_classes: Classes of experience 0 (the basic phase's, in its output order).
         compound_order: Compound classes, one experience each, in order of arrival.
-        subjects: Subject ids by split name, e.g. from :func:`subject_split`.
+        splits: The side of each image of ``dataset`` (codes from :func:`stream_splits`), or subject
+            ids by split name (from :func:`subject_split`): every image follows its subject.
         mean: Per-channel normalisation mean the backbone expects.
         std: Per-channel normalisation std.
         augment: Augmentation of the training images.
@@ -246,23 +257,21 @@ def build_benchmark(
     Raises:
         ValueError: If the splits share subjects, a split lacks a class, or a class repeats.
     """
-    if set(subjects) != set(SPLITS):
-        raise ValueError(f"subjects must have the keys {list(SPLITS)}, got {sorted(subjects)}")
+    codes = _split_codes(dataset, splits)
     names = tuple(basic_classes) + tuple(compound_order)
-    for first, second in ((0, 1), (0, 2), (1, 2)):
-        shared = set(subjects[SPLITS[first]]) & set(subjects[SPLITS[second]])
-        if shared:
-            raise ValueError(f"splits {SPLITS[first]} and {SPLITS[second]} share subjects {sorted(shared)[:5]}")
     if cache is not None and len(cache) != len(dataset):
         raise ValueError(f"the feature cache has {len(cache)} rows for a dataset of {len(dataset)} images")
     ordered = dataset.select_classes(names)  # labels now follow the order of arrival; rows keep their order
     rows = torch.isin(dataset.targets, torch.tensor([dataset.classes.index(n) for n in names])).nonzero().flatten()
+    ordered_codes = torch.as_tensor(codes)[rows]
     transforms = make_transforms(mean, std, augment) if cache is None else (_as_float32(cache),) * 2
     data: dict[str, TaskAwareSupervisedClassificationDataset] = {}
     three_field_data: dict[str, TaskAwareSupervisedClassificationDataset] = {}
-    for split in SPLITS:
-        keep = torch.isin(ordered.subject_ids, torch.tensor(subjects[split], dtype=torch.long)).nonzero().flatten()
+    subjects: dict[str, list[int]] = {}
+    for code, split in enumerate(SPLITS):
+        keep = (ordered_codes == code).nonzero().flatten()
         part = ordered.subset(keep)
+        subjects[split] = part.subjects().tolist() if dataset.subjects_known else []
         missing = sorted(set(range(len(names))) - set(part.targets.tolist()))
         if missing:
             raise ValueError(f"split {split!r} has no images of {[names[i] for i in missing]}")
@@ -280,6 +289,25 @@ def build_benchmark(
         {split: len(d) for split, d in data.items()},
     )
     return IncrementalBenchmark(scenario, names, len(basic_classes), subjects, data, three_field_data)
+
+
+def _split_codes(dataset: FaceExpressionDataset, splits: np.ndarray | dict[str, list[int]]) -> np.ndarray:
+    """Per-image split codes, from codes or from subject lists (images of unlisted subjects: code -1)."""
+    if not isinstance(splits, dict):
+        codes = np.asarray(splits)
+        if codes.shape != (len(dataset),):
+            raise ValueError(f"splits must hold one code per image, shape ({len(dataset)},), got {codes.shape}")
+        return codes
+    if set(splits) != set(SPLITS):
+        raise ValueError(f"subjects must have the keys {list(SPLITS)}, got {sorted(splits)}")
+    for first, second in ((0, 1), (0, 2), (1, 2)):
+        shared = set(splits[SPLITS[first]]) & set(splits[SPLITS[second]])
+        if shared:
+            raise ValueError(f"splits {SPLITS[first]} and {SPLITS[second]} share subjects {sorted(shared)[:5]}")
+    codes = np.full(len(dataset), -1, dtype=np.int8)
+    for code, split in enumerate(SPLITS):
+        codes[np.isin(dataset.subject_ids.numpy(), splits[split])] = code
+    return codes
 
 
 def _as_float32(cache: FeatureCache) -> v2.ToDtype | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cfer.core.trunk import FeatureCacheConfig
+from cfer.data.sources import DataConfig
 from cfer.training.augment import AugmentConfig
 from cfer.training.basic import BasicPhaseConfig
 from strategies.early_stopping import EarlyStoppingMetric
@@ -28,6 +29,9 @@ class IncrementalConfig:
     """Basic phase, then compound classes added one at a time with continual-learning strategies."""
 
     basic: BasicPhaseConfig = field(default_factory=default_basic_phase)  # data, model, basic training
+    # the compound images from another source (e.g. basic.data CFEE, compound_data a CSV of your own);
+    # None reads them from basic.data (source rafdb reads RAF-DB's compound set beside its basic one)
+    compound_data: DataConfig | None = None
     strategies: list[str] = field(default_factory=lambda: ["cfer"])  # names in strategies.STRATEGIES
     orders: int = 1  # random orders of the compound classes; results are averaged over them (paper: 10)
     class_order: list[str] | None = None  # one fixed compound order instead of random ones

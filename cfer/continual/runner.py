@@ -39,11 +39,12 @@ from tqdm.auto import tqdm
 
 from cfer.config import check_resumable, save_config
 from cfer.continual.benchmark import (
+    SPLITS,
     IncrementalBenchmark,
     build_benchmark,
     draw_compound_orders,
     make_transforms,
-    subject_split,
+    stream_splits,
 )
 from cfer.continual.config import IncrementalConfig
 from cfer.continual.evaluation import RunLoggers, make_evaluator, read_step_metrics
@@ -56,7 +57,10 @@ from cfer.core.trunk import (
     cache_decision,
     split_backbone,
 )
+from cfer.data.dataset import FaceExpressionDataset, concat_datasets
+from cfer.data.reading import write_skipped
 from cfer.data.sources import load_dataset
+from cfer.data.splits import split_policy
 from cfer.io import read_json, write_json
 from cfer.models.checkpoint import save_checkpoint
 from cfer.models.classifier import freeze_backbone
@@ -102,21 +106,23 @@ def run_incremental(config: IncrementalConfig, out_dir: str | Path) -> dict[str,
     """
     for name in config.strategies:
         STRATEGIES.key(name)  # an unknown name fails before any training, listing the known ones
-    if config.class_order is not None and sorted(config.class_order) != sorted(COMPOUND):
-        raise ValueError(f"class_order must be a permutation of the compound classes {list(COMPOUND)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_resumable(config, out_dir, _RESUMABLE_CHANGES)
-    save_config(config, out_dir / "config.yaml")
     wall_start, cpu_start = time.perf_counter(), time.process_time()
 
     basic_names = basic_classes(config.basic)
-    dataset = load_dataset(config.basic.data, basic_names + COMPOUND)
-    basic_model, basic_summary, subjects = _basic_phase(config, dataset, basic_names, out_dir / "basic")
+    dataset, compounds = _stream_data(config, basic_names)
+    split_policy(dataset, config.basic.data.split)  # a dataset that cannot be split fails before any file is written
+    save_config(config, out_dir / "config.yaml")
+    write_skipped(dataset.skipped, out_dir)
+    if config.class_order is not None and sorted(config.class_order) != sorted(compounds):
+        raise ValueError(f"class_order must be a permutation of the compound classes of the data {list(compounds)}")
+    basic_model, basic_summary, splits = _basic_phase(config, dataset, basic_names, out_dir / "basic")
     orders = (
         [tuple(config.class_order)]
         if config.class_order is not None
-        else draw_compound_orders(COMPOUND, config.orders, config.seed)
+        else draw_compound_orders(compounds, config.orders, config.seed)
     )
     device = resolve_device(config.device)
     basic_model.to(device)
@@ -128,17 +134,19 @@ def run_incremental(config: IncrementalConfig, out_dir: str | Path) -> dict[str,
         for name in config.strategies:
             cached = cache is not None and STRATEGIES[name].trunk_inputs
             if cached not in benchmarks:
-                benchmarks[cached] = build_benchmark(dataset, basic_names, order, subjects, mean, std, config.augment,
+                benchmarks[cached] = build_benchmark(dataset, basic_names, order, splits, mean, std, config.augment,
                                                      cache if cached else None)
             run_dir = out_dir / "runs" / name / f"order_{order_index}"
             seed = config.seed * 1000 + order_index
             runs[name].append(run_stream(name, benchmarks[cached], basic_model, config, run_dir, device, seed,
                                          split if cached else None))
+    subjects = dataset.subject_ids.numpy()
     return write_reports(
         out_dir,
         runs,
         basic=basic_summary,
-        subjects=subjects,
+        subjects={name: sorted({int(s) for s in subjects[splits == code]}) if dataset.subjects_known else []
+                  for code, name in enumerate(SPLITS)},
         wall_seconds=time.perf_counter() - wall_start,
         cpu_seconds=time.process_time() - cpu_start,
         feature_cache=cache_info,
@@ -286,17 +294,45 @@ def _student(model: torch.nn.Module, split: BackboneSplit | None) -> torch.nn.Mo
     return model if split is None else TailClassifier(split.apply_to(model.backbone).tail, model.head)
 
 
+def _stream_data(config: IncrementalConfig, basic_names: tuple[str, ...]) -> tuple[FaceExpressionDataset, tuple[str, ...]]:
+    """The images of the basic classes and of every compound class the data has, and those compounds.
+
+    With ``compound_data`` the compound images come from that second source (its people are never
+    taken for the basic source's). Compound classes without images (RAF-DB has 11 of the 15) are
+    left out of the stream, with a log line.
+    """
+    if config.compound_data is None:
+        dataset = load_dataset(config.basic.data, basic_names + COMPOUND)
+    else:
+        basic = load_dataset(config.basic.data, basic_names)
+        compound = load_dataset(config.compound_data, COMPOUND)
+        dataset = concat_datasets([basic, compound], shared_subjects=config.compound_data == config.basic.data)
+    counts = dataset.class_counts()
+    compounds = tuple(name for name in COMPOUND if counts.get(name, 0) > 0)
+    missing = [name for name in COMPOUND if name not in compounds]
+    if not compounds:
+        raise ValueError(f"the data has no image of any compound class; set compound_data (e.g. --set "
+                         f"compound_data.source=csv --set compound_data.root=FILE) or use a source with compounds")
+    if missing:
+        logger.info("the data has no image of %s; the stream adds the %d other compound classes", missing,
+                    len(compounds))
+    return dataset.select_classes(basic_names + compounds), compounds
+
+
 def _basic_phase(
     config: IncrementalConfig, dataset: Any, basic_names: tuple[str, ...], basic_dir: Path
-) -> tuple[torch.nn.Module, dict[str, Any], dict[str, list[int]]]:
-    """The basic-phase model (trained here unless ``basic_dir`` holds a finished run), its summary and subjects."""
+) -> tuple[torch.nn.Module, dict[str, Any], np.ndarray]:
+    """The basic-phase model (trained here unless ``basic_dir`` holds a finished run), its summary and the
+    side of every image (see :func:`cfer.continual.benchmark.stream_splits`)."""
     if not ((basic_dir / "model.safetensors").exists() and (basic_dir / "metrics.json").exists()):
         run_basic_phase(_basic_config(config), basic_dir, dataset=dataset)
     summary = read_json(basic_dir / "metrics.json")
     model, metadata = load_basic_model(basic_dir)
     if list(metadata["classes"]) != list(basic_names):
         raise ValueError(f"{basic_dir} holds a model of classes {metadata['classes']}, expected {list(basic_names)}")
-    return model, summary, _subjects(config, dataset, basic_names, basic_dir, int(summary["best_fold"]))
+    basic = config.basic
+    return model, summary, stream_splits(dataset, basic_names, int(summary["best_fold"]), basic.folds,
+                                         basic.val_fraction, basic.seed, basic.data.split)
 
 
 def _basic_config(config: IncrementalConfig) -> Any:
@@ -408,16 +444,3 @@ def _run_offline(
     logger.info("joint training on %d classes: final accuracy %.3f, %.1f s", len(benchmark.classes),
                 steps[-1]["accuracy"], train_seconds)
     return steps
-
-
-def _subjects(
-    config: IncrementalConfig, dataset: Any, basic_names: tuple[str, ...], basic_dir: Path, fold: int
-) -> dict[str, list[int]]:
-    """The basic phase's subjects of ``fold``, as it recorded them, else recomputed the same way."""
-    recorded = basic_dir / f"fold_{fold}" / "metrics.json"
-    if recorded.exists():
-        subjects = read_json(recorded).get("subjects")
-        if subjects is not None:
-            return {"train": subjects["train"], "valid": subjects["val"], "test": subjects["test"]}
-    basic = config.basic
-    return subject_split(dataset, basic_names, fold, basic.folds, basic.val_fraction, basic.seed)

@@ -67,11 +67,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
-from cfer.data.dataset import FaceExpressionDataset, load_metadata
+from cfer.data.dataset import FaceExpressionDataset
+from cfer.data.images import display_path
+from cfer.data.reading import OnBadFile, ReadOptions, SkipLog, decode_files, load_cache, write_skipped
 from cfer.io import atomic_write_bytes
 from cfer.taxonomy import CATEGORY_NAMES, get_category
 
@@ -118,6 +119,7 @@ def read_cfee(
     skip_invalid: bool = False,
     use_manifest: bool = True,
     num_workers: int | None = None,
+    on_bad_file: OnBadFile = "skip",
 ) -> FaceExpressionDataset:
     """Reads a CFEE_Database_230 folder into memory, decoding each image once.
 
@@ -144,6 +146,8 @@ def read_cfee(
         use_manifest: Read action units and valence/arousal from
             ``root/manifest.csv`` when it exists (as written by :func:`write_cfee`).
         num_workers: Decoding threads; default ``min(8, os.cpu_count())``.
+        on_bad_file: ``"skip"`` leaves out (and records, see :mod:`cfer.data.reading`) an image
+            that cannot be decoded; ``"error"`` stops at it.
 
     Returns:
         The dataset: uint8 images (N, 3, size, size), or (N, 3, H, W) without
@@ -155,8 +159,8 @@ def read_cfee(
         FileNotFoundError: If ``root`` does not exist or holds no image in the
             expected layout.
         ValueError: If a file name does not parse, a prefix is unknown, an image
-            cannot be decoded, image sizes differ without ``size``, or the
-            manifest disagrees with the files.
+            cannot be decoded under ``on_bad_file="error"``, or the manifest
+            disagrees with the files.
         KeyError: If a category name is unknown.
     """
     root = Path(root)
@@ -182,13 +186,21 @@ def read_cfee(
         "skip_invalid": skip_invalid,
         "use_manifest": use_manifest,
         "fingerprint": fingerprint,
+        "root": display_path(root.resolve()),
+        "on_bad_file": on_bad_file,
     }
     if cache is not None:
-        cached = _load_cache(Path(cache), metadata)
+        cached = load_cache(Path(cache), metadata)
         if cached is not None:
             return cached
 
-    images = _decode_all(files, size, num_workers)
+    skips = SkipLog(on_bad_file)
+    options = ReadOptions(size=size, on_bad_file=on_bad_file, num_workers=num_workers)
+    images, kept = decode_files([file.path for file in files], options, skips)
+    files = [file for file, ok in zip(files, kept) if ok]
+    if not files:
+        raise FileNotFoundError(f"no decodable image under {root} ({len(skips.items)} skipped)")
+    skips.warn(f"CFEE at {root}", len(kept))
     au_intensities, au_ids, valence_arousal = None, None, None
     if manifest_used:
         au_intensities, au_ids, valence_arousal = _targets_from_manifest(
@@ -202,6 +214,7 @@ def read_cfee(
         au_intensities=au_intensities,
         au_ids=au_ids,
         valence_arousal=valence_arousal,
+        skipped=skips.items,
     )
     empty = [name for name, count in dataset.class_counts().items() if count == 0]
     if empty:
@@ -209,6 +222,7 @@ def read_cfee(
     logger.info("read %s from %s", dataset, root)
     if cache is not None:
         dataset.save(cache, metadata=metadata)
+        write_skipped(skips.items, Path(cache).parent)
     return dataset
 
 
@@ -504,55 +518,6 @@ def _workers(num_workers: int | None) -> int:
     return min(8, os.cpu_count() or 1)
 
 
-def _decode(path: Path, size: int | None) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            if size is not None:
-                # JPEG-only DCT downscaling; keeps both sides >= size, no-op for PNG.
-                image.draft("RGB", (size, size))
-            rgb = image.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(
-            f"cannot decode image {path}: {error}; replace the file from the original "
-            "archive or delete it"
-        ) from error
-    if size is not None:
-        # Crop before resizing: resize(box=...) would let the antialiasing filter
-        # pull in pixels from outside the square.
-        width, height = rgb.size
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        rgb = rgb.crop((left, top, left + side, top + side))
-        if side != size:
-            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    # np.array copies into a writable array, which torch.from_numpy requires.
-    return np.array(rgb, dtype=np.uint8)
-
-
-def _decode_all(
-    files: Sequence[_ImageFile], size: int | None, num_workers: int | None
-) -> torch.Tensor:
-    images: torch.Tensor | None = None
-    first_path: Path | None = None
-    with ThreadPoolExecutor(max_workers=_workers(num_workers)) as pool:
-        for index, (file, pixels) in enumerate(
-            zip(files, pool.map(lambda file: _decode(file.path, size), files))
-        ):
-            if images is None:
-                # Allocate once from the first image so memory is N x 3 x H x W, not 2x.
-                images = torch.empty((len(files), 3, *pixels.shape[:2]), dtype=torch.uint8)
-                first_path = file.path
-            elif pixels.shape[:2] != tuple(images.shape[-2:]):
-                raise ValueError(
-                    f"image {file.path} is {pixels.shape[1]}x{pixels.shape[0]} but "
-                    f"{first_path} is {images.shape[-1]}x{images.shape[-2]}; pass size= to "
-                    "resize all images to one square size"
-                )
-            images[index] = torch.from_numpy(pixels).permute(2, 0, 1)
-    assert images is not None  # _list_files never returns an empty list
-    return images
-
-
 # --- manifest ------------------------------------------------------------------
 
 
@@ -651,20 +616,3 @@ def _fingerprint(files: Sequence[_ImageFile], manifest: Path | None) -> str:
         stat = path.stat()
         digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
-
-
-def _load_cache(path: Path, metadata: Mapping[str, Any]) -> FaceExpressionDataset | None:
-    if not path.is_file():
-        return None
-    try:
-        stored = load_metadata(path)
-    except ValueError as error:
-        logger.warning("ignoring unreadable cache %s: %s", path, error)
-        return None
-    if stored != dict(metadata):
-        keys = set(stored) | set(metadata)
-        changed = sorted(key for key in keys if stored.get(key) != metadata.get(key))
-        logger.info("cache %s is stale (%s differ); rebuilding", path, ", ".join(changed))
-        return None
-    logger.info("loading CFEE from cache %s", path)
-    return FaceExpressionDataset.load(path)

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from cfer.io import atomic_write
 
-__all__ = ["FaceExpressionDataset", "load_metadata"]
+__all__ = ["FaceExpressionDataset", "concat_datasets", "load_metadata"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,13 @@ class FaceExpressionDataset(Dataset[tuple[Any, int]]):
             stored as float32.
         transform: Optional callable applied in ``__getitem__`` to the uint8
             image of shape (3, H, W), e.g. a torchvision v2 transform.
+        partition: Optional official split of each image, shape (N,): 0 train,
+            1 test, 2 validation, -1 none (RAF-DB's file-name prefixes, RAF-CE's
+            partition file); stored as int64.
+        subjects_known: False when the source has no identities; ``subject_ids``
+            then holds one id per image, and subject-wise splits are refused
+            (see :func:`cfer.data.splits.split_policy`).
+        skipped: ``(path, reason)`` of every file the reader left out.
 
     Raises:
         ValueError: If a field has the wrong shape, dtype, length or value range.
@@ -67,6 +74,9 @@ class FaceExpressionDataset(Dataset[tuple[Any, int]]):
         au_ids: Sequence[int] | None = None,
         valence_arousal: Tensor | None = None,
         transform: Callable[[Tensor], Any] | None = None,
+        partition: Tensor | None = None,
+        subjects_known: bool = True,
+        skipped: Sequence[tuple[str, str]] = (),
     ) -> None:
         if not isinstance(images, Tensor) or images.dtype != torch.uint8:
             raise ValueError(
@@ -107,6 +117,10 @@ class FaceExpressionDataset(Dataset[tuple[Any, int]]):
             valence_arousal = _float_matrix("valence_arousal", valence_arousal, n_samples, 2)
         if transform is not None and not callable(transform):
             raise ValueError(f"transform must be callable, got {transform!r}")
+        if partition is not None:
+            partition = _integer_vector("partition", partition, n_samples)
+            if partition.numel() and (partition.min() < -1 or partition.max() > 2):
+                raise ValueError("partition values must be 0 (train), 1 (test), 2 (validation) or -1 (none)")
 
         self.images = images
         self.targets = targets
@@ -116,6 +130,9 @@ class FaceExpressionDataset(Dataset[tuple[Any, int]]):
         self.au_ids: tuple[int, ...] = au_ids_tuple
         self.valence_arousal = valence_arousal
         self.transform = transform
+        self.partition = partition
+        self.subjects_known = bool(subjects_known)
+        self.skipped: tuple[tuple[str, str], ...] = tuple((str(p), str(r)) for p, r in skipped)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -171,6 +188,9 @@ class FaceExpressionDataset(Dataset[tuple[Any, int]]):
             au_ids=self.au_ids if self.au_intensities is not None else None,
             valence_arousal=None if self.valence_arousal is None else self.valence_arousal[index],
             transform=self.transform,
+            partition=None if self.partition is None else self.partition[index],
+            subjects_known=self.subjects_known,
+            skipped=self.skipped,
         )
 
     def select_classes(self, names: Sequence[str]) -> FaceExpressionDataset:
@@ -254,7 +274,11 @@ class FaceExpressionDataset(Dataset[tuple[Any, int]]):
             "subject_ids": self.subject_ids,
             "au_ids": list(self.au_ids),
             "metadata": dict(metadata or {}),
+            "subjects_known": self.subjects_known,
+            "skipped": [list(item) for item in self.skipped],
         }
+        if self.partition is not None:
+            payload["partition"] = self.partition
         if self.au_intensities is not None:
             payload["au_intensities"] = self.au_intensities
         if self.valence_arousal is not None:
@@ -282,7 +306,63 @@ class FaceExpressionDataset(Dataset[tuple[Any, int]]):
             au_intensities=au_intensities,
             au_ids=payload["au_ids"] if au_intensities is not None else None,
             valence_arousal=payload.get("valence_arousal"),
+            partition=payload.get("partition"),
+            subjects_known=payload.get("subjects_known", True),
+            skipped=[tuple(item) for item in payload.get("skipped", [])],
         )
+
+
+def concat_datasets(parts: Sequence[FaceExpressionDataset], shared_subjects: bool = False) -> FaceExpressionDataset:
+    """Joins datasets, e.g. RAF-DB's basic and compound sets, into one.
+
+    Args:
+        parts: The datasets; their images must share one size.
+        shared_subjects: Whether equal subject ids mean the same person in every part (two reads of
+            one source). Otherwise each part's ids are shifted past the previous part's, so that
+            people of different datasets are never merged.
+
+    Returns:
+        One dataset: classes in order of first appearance, targets remapped; AU columns united
+        (NaN where a part has none); valence/arousal NaN where absent; partition -1 where absent.
+
+    Raises:
+        ValueError: If ``parts`` is empty or image sizes differ.
+    """
+    if not parts:
+        raise ValueError("nothing to concatenate")
+    sizes = {part.image_size for part in parts}
+    if len(sizes) > 1:
+        raise ValueError(f"cannot join datasets of image sizes {sorted(sizes)}; read them at one data.size")
+    classes = tuple(dict.fromkeys(name for part in parts for name in part.classes))
+    au_ids = sorted({au for part in parts for au in part.au_ids})
+    targets, subjects, partitions, aus, affect = [], [], [], [], []
+    offset = 0
+    for part in parts:
+        lookup = torch.tensor([classes.index(name) for name in part.classes], dtype=torch.int64)
+        targets.append(lookup[part.targets] if len(part) else part.targets)
+        subjects.append(part.subject_ids + (0 if shared_subjects else offset))
+        if len(part):
+            offset = max(offset, int(subjects[-1].max()) + 1)
+        partitions.append(part.partition if part.partition is not None else torch.full((len(part),), -1))
+        columns = torch.full((len(part), len(au_ids)), float("nan"))
+        for column, au in enumerate(au_ids):
+            if au in part.au_ids and part.au_intensities is not None:
+                columns[:, column] = part.au_intensities[:, part.au_ids.index(au)]
+        aus.append(columns)
+        affect.append(part.valence_arousal if part.valence_arousal is not None
+                      else torch.full((len(part), 2), float("nan")))
+    return FaceExpressionDataset(
+        images=torch.cat([part.images for part in parts]),
+        targets=torch.cat(targets),
+        classes=classes,
+        subject_ids=torch.cat(subjects),
+        au_intensities=torch.cat(aus) if au_ids else None,
+        au_ids=au_ids or None,
+        valence_arousal=torch.cat(affect) if any(p.valence_arousal is not None for p in parts) else None,
+        partition=torch.cat(partitions) if any(p.partition is not None for p in parts) else None,
+        subjects_known=all(part.subjects_known for part in parts),
+        skipped=[item for part in parts for item in part.skipped],
+    )
 
 
 def load_metadata(path: str | Path) -> dict[str, Any]:

@@ -10,14 +10,32 @@ training.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold
 
-__all__ = ["HasSubjectIds", "SubjectSplit", "subject_kfold", "train_val_test_split"]
+if TYPE_CHECKING:
+    from cfer.data.dataset import FaceExpressionDataset
+
+__all__ = [
+    "SPLIT_POLICIES",
+    "HasSubjectIds",
+    "SplitPolicy",
+    "SubjectSplit",
+    "assign_splits",
+    "split_indices",
+    "split_policy",
+    "subject_kfold",
+    "train_val_test_split",
+]
+
+SplitPolicy = Literal["auto", "subject", "official", "image"]
+SPLIT_POLICIES: tuple[str, ...] = ("auto", "subject", "official", "image")
+TRAIN, VAL, TEST = 0, 1, 2
 
 
 class HasSubjectIds(Protocol):
@@ -154,3 +172,128 @@ def _subject_array(subject_ids: ArrayLike | HasSubjectIds | Sequence[int]) -> np
     if array.size == 0:
         raise ValueError("subject_ids is empty; nothing to split")
     return array
+
+
+# --- policies: subjects, an official train/test split, or images -----------------------------------
+
+
+def split_policy(dataset: FaceExpressionDataset, policy: SplitPolicy = "auto") -> str:
+    """Which split a dataset gets: ``"official"``, ``"subject"`` or ``"image"``.
+
+    ``auto`` takes the dataset's official train/test partition when it has one (RAF-DB), else
+    subject-wise folds when it knows its subjects (CFEE, the synthetic faces, a CSV with a subject
+    column). A dataset with neither is refused rather than split image by image without a word:
+    ``image`` must be asked for.
+
+    Args:
+        dataset: The images.
+        policy: ``auto``, or the policy to insist on.
+
+    Returns:
+        The resolved policy.
+
+    Raises:
+        ValueError: If the asked policy is impossible, or ``auto`` finds neither partition nor subjects.
+    """
+    if policy not in SPLIT_POLICIES:
+        raise ValueError(f"unknown data.split {policy!r}; valid values are {list(SPLIT_POLICIES)}")
+    has_partition = dataset.partition is not None and bool((dataset.partition >= 0).all())
+    if policy == "official" and not has_partition:
+        raise ValueError("data.split=official needs an official train/test partition for every image (RAF-DB's "
+                         "file-name prefixes, or a CSV 'partition' column); this dataset has none")
+    if policy == "subject" and not dataset.subjects_known:
+        raise ValueError("data.split=subject needs subject ids, and this dataset has none; give a CSV manifest a "
+                         "'subject' column, or use data.split=official or image")
+    if policy != "auto":
+        return policy
+    if has_partition:
+        return "official"
+    if dataset.subjects_known:
+        return "subject"
+    raise ValueError("this dataset has neither subject ids nor an official train/test partition, so no split "
+                     "keeps people apart: add a 'subject' (or 'partition') column to a CSV manifest, or pass "
+                     "--set data.split=image to split image by image (the same person may then be in train and test)")
+
+
+def assign_splits(
+    dataset: FaceExpressionDataset,
+    fold: int,
+    n_folds: int,
+    val_fraction: float,
+    seed: int,
+    policy: SplitPolicy = "auto",
+    basic_classes: Sequence[str] | None = None,
+) -> np.ndarray:
+    """The split of every image: 0 train, 1 validation, 2 test.
+
+    * ``subject``: subject-wise fold ``fold`` of :func:`train_val_test_split`, computed on the images
+      of ``basic_classes`` (all images without it); every image follows its subject. Subjects with no
+      basic image (a second dataset's) are split the same way among themselves.
+    * ``image``: the same with every image its own subject.
+    * ``official``: test is the dataset's official test partition; validation is its validation
+      partition when it has one (RAF-CE), else it takes, in each class,
+      ``val_fraction`` of the subjects (images, without subjects) of the official train partition,
+      chosen by a seeded hash of the subject id, so that a class's choice never depends on which
+      other classes were read. ``fold`` must be 0 (there is one official split).
+
+    The basic phase splits its basic-class images with this function, and the continual stream
+    splits all images with ``basic_classes`` set, so the basic images land on the same sides.
+
+    Returns:
+        Split codes, int8 of shape (N,).
+
+    Raises:
+        ValueError: If the policy cannot apply (see :func:`split_policy`) or a fold is out of range.
+    """
+    resolved = split_policy(dataset, policy)
+    if resolved == "official":
+        if fold != 0:
+            raise ValueError(f"an official train/test split has one fold; got fold {fold}")
+        return _official_codes(dataset, val_fraction, seed)
+    groups = dataset.subject_ids.numpy() if resolved == "subject" else np.arange(len(dataset))
+    labels = dataset.targets.numpy()
+    basic = np.ones(len(dataset), dtype=bool)
+    if basic_classes is not None:
+        basic = np.isin(labels, [dataset.classes.index(name) for name in basic_classes])
+    codes = np.full(len(dataset), TEST, dtype=np.int8)
+    # the subjects of basic images, split on those images; then any subject without a basic image
+    anchored = np.isin(groups, groups[basic])
+    for rows, anchor in ((anchored, basic), (~anchored, ~anchored)):
+        if not anchor.any():
+            continue
+        split = train_val_test_split(groups[anchor], fold=fold, n_folds=n_folds, val_fraction=val_fraction,
+                                     seed=seed, labels=labels[anchor])
+        for code, indices in ((TRAIN, split.train), (VAL, split.val), (TEST, split.test)):
+            codes[rows & np.isin(groups, groups[anchor][indices])] = code
+    return codes
+
+
+def split_indices(codes: np.ndarray) -> SubjectSplit:
+    """Sample positions of each split code (see :func:`assign_splits`)."""
+    return SubjectSplit(*(np.flatnonzero(codes == code).astype(np.int64) for code in (TRAIN, VAL, TEST)))
+
+
+def _official_codes(dataset: FaceExpressionDataset, val_fraction: float, seed: int) -> np.ndarray:
+    assert dataset.partition is not None  # split_policy checked it
+    partition = dataset.partition.numpy()
+    groups = dataset.subject_ids.numpy()
+    labels = dataset.targets.numpy()
+    codes = np.select([partition == 1, partition == 2], [TEST, VAL], TRAIN).astype(np.int8)
+    if (partition == 2).any():
+        return codes  # the dataset's own validation partition (RAF-CE)
+    val_groups: list[np.ndarray] = []
+    for label in np.unique(labels):
+        class_groups = np.unique(groups[(labels == label) & (partition == 0)])
+        count = math.ceil(val_fraction * len(class_groups)) if len(class_groups) > 1 else 0
+        val_groups.append(class_groups[np.argsort(_hash_rank(class_groups, seed), kind="stable")[:count]])
+    codes[(partition == 0) & np.isin(groups, np.concatenate(val_groups))] = VAL
+    return codes
+
+
+def _hash_rank(groups: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded pseudo-random rank of each group id that does not depend on the other ids (splitmix64)."""
+    with np.errstate(over="ignore"):
+        value = groups.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        value = (value ^ (value >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        value = (value ^ (value >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return value ^ (value >> np.uint64(31))

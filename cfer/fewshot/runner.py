@@ -31,7 +31,9 @@ import torch
 
 from cfer.config import config_to_dict, load_config, save_config
 from cfer.data.dataset import FaceExpressionDataset
+from cfer.data.reading import write_skipped
 from cfer.data.sources import load_dataset
+from cfer.data.splits import TEST, TRAIN, assign_splits, split_policy
 from cfer.fewshot.config import FewShotConfig
 from cfer.fewshot.episodic import EpisodicConfig, class_pool, evaluate_episodes
 from cfer.fewshot.features import FeatureSet, extract_features
@@ -40,7 +42,12 @@ from cfer.fewshot.reports import write_fewshot_reports
 from cfer.io import read_json
 from cfer.models.classifier import ExpressionClassifier, create_model
 from cfer.taxonomy import BASIC, COMPOUND
-from cfer.training.basic import BasicPhaseConfig, load_basic_model, run_basic_phase
+from cfer.training.basic import (
+    BasicPhaseConfig,
+    basic_classes,
+    load_basic_model,
+    run_basic_phase,
+)
 from cfer.training.loop import resolve_device
 
 __all__ = ["run_fewshot", "split_subjects"]
@@ -105,7 +112,11 @@ def run_fewshot(config: FewShotConfig, out_dir: str | Path) -> dict[str, Any]:
     teacher_classes = tuple(metadata["classes"])
 
     dataset = load_dataset(config.data, BASIC + COMPOUND)
-    pool, held_out = split_subjects(basic_dir, dataset.subject_ids)
+    write_skipped(dataset.skipped, out_dir)
+    counts = dataset.class_counts()
+    compounds = tuple(name for name in COMPOUND if counts[name] > 0)  # RAF-DB has 11 of the 15
+    dataset = dataset.select_classes(BASIC + compounds)
+    pool, held_out = _shot_pool_and_held_out(basic_dir, basic_config, dataset)
     logger.info("few-shot data: %d images; %d shot-pool and %d held-out subjects", len(dataset),
                 len(np.unique(dataset.subject_ids.numpy()[pool])), len(np.unique(dataset.subject_ids.numpy()[held_out])))
     basic_features = _features(teacher, dataset, device)
@@ -123,7 +134,7 @@ def run_fewshot(config: FewShotConfig, out_dir: str | Path) -> dict[str, Any]:
         else:
             train_pool, evaluation = dataset.subset(pool), dataset.subset(held_out)
         summary["paper"] = run_paper_protocol(teacher.cpu(), teacher_classes, train_pool, evaluation, config.paper,
-                                              COMPOUND, seed=config.seed)
+                                              compounds, seed=config.seed)
     if config.episodic.enabled:
         imagenet = create_model(teacher.config, num_classes=len(teacher_classes)).to(device).eval()
         backbones = {_imagenet_name(teacher): _features(imagenet, dataset, device), "basic": basic_features}
@@ -143,9 +154,22 @@ def run_fewshot(config: FewShotConfig, out_dir: str | Path) -> dict[str, Any]:
     return summary
 
 
+def _shot_pool_and_held_out(basic_dir: Path, basic: BasicPhaseConfig,
+                            dataset: FaceExpressionDataset) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the shot pool and the held-out images: by the basic run's recorded subjects when the data
+    is split subject-wise, else by the same split as the basic run's (an official train/test split)."""
+    policy = split_policy(dataset, basic.data.split)
+    if policy == "subject":
+        return split_subjects(basic_dir, dataset.subject_ids)
+    fold = int(read_json(basic_dir / "metrics.json")["best_fold"])
+    codes = assign_splits(dataset, fold, basic.folds, basic.val_fraction, basic.seed, basic.data.split,
+                          basic_classes=basic_classes(basic))
+    return codes == TRAIN, codes == TEST
+
+
 def _check_same_images(basic: BasicPhaseConfig, config: FewShotConfig) -> None:
     """Subject ids only mean the same people when both runs read the same source the same way."""
-    differing = [key for key in ("source", "root", "seed", "size", "samples_per_category")
+    differing = [key for key in ("source", "root", "seed", "size", "samples_per_category", "variant", "split")
                  if getattr(basic.data, key) != getattr(config.data, key)]
     if differing:
         raise ValueError(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,10 +352,26 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        return safetensors.torch.load_file(str(path), device="cpu")
+        try:
+            return safetensors.torch.load_file(str(path), device="cpu")
+        except Exception as error:  # safetensors raises its own error types for a damaged header
+            raise ValueError(f"{path} is not a readable .safetensors file ({error}); download or export it again") from None
     if suffix not in WEIGHTS_SUFFIXES:
         raise ValueError(f"unsupported weights file {path}; expected one of {WEIGHTS_SUFFIXES}")
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "global" not in str(error).lower():  # no forbidden object named: a damaged or foreign file
+            raise ValueError(f"{path} is not a readable weights file (not a torch.save file); download or export "
+                             "it again") from None
+        # content beyond tensors and plain containers: torch refused to unpickle it
+        raise ValueError(
+            f"refused {path}: it is not a plain tensor file (it pickles Python objects, which cfer never loads); "
+            "save only the state dict (torch.save(model.state_dict(), ...)) or use .safetensors"
+        ) from None
+    except Exception as error:  # RuntimeError, EOFError, ... for a damaged or foreign file
+        raise ValueError(f"{path} is not a readable weights file ({type(error).__name__}); download or export it "
+                         "again") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(loaded, Mapping) and isinstance(loaded.get(wrapper), Mapping):
             loaded = loaded[wrapper]

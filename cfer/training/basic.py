@@ -38,8 +38,9 @@ from cfer.core.trunk import (
     split_backbone,
 )
 from cfer.data.dataset import FaceExpressionDataset
+from cfer.data.reading import write_skipped
 from cfer.data.sources import DataConfig, load_dataset
-from cfer.data.splits import SubjectSplit, train_val_test_split
+from cfer.data.splits import SubjectSplit, assign_splits, split_indices, split_policy
 from cfer.io import atomic_write, read_json, write_json
 from cfer.models.checkpoint import load_checkpoint, save_checkpoint
 from cfer.models.classifier import ModelConfig, create_model, freeze_backbone
@@ -106,12 +107,19 @@ def run_basic_phase(config: BasicPhaseConfig, out_dir: str | Path, dataset: Face
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_resumable(config, out_dir, may_change=("fold", "progress", "device"))
-    save_config(config, out_dir / "config.yaml")
     classes = basic_classes(config)
     start = time.perf_counter()
     dataset = load_dataset(config.data, classes) if dataset is None else dataset.select_classes(classes)
-    logger.info("basic phase on %d images of %d subjects, classes %s", len(dataset), len(dataset.subjects()), classes)
+    write_skipped(dataset.skipped, out_dir)
+    _check_classes(dataset, config)
+    policy = split_policy(dataset, config.data.split)
+    save_config(config, out_dir / "config.yaml")  # once the data is read: a run refused for its data is no run
+    logger.info("basic phase on %d images of %s, classes %s; %s split", len(dataset),
+                f"{len(dataset.subjects())} subjects" if dataset.subjects_known else "unknown subjects", classes,
+                _POLICY_TEXT[policy])
     folds = range(config.folds) if config.fold is None else [config.fold]
+    if policy == "official":
+        folds = [0]  # one official train/test split, one fold
     for fold in folds:
         _run_fold(config, dataset, fold, out_dir / f"fold_{fold}")
     # Folds may be run one at a time (--fold k); the summary covers every finished fold of the run.
@@ -140,6 +148,17 @@ def run_basic_phase(config: BasicPhaseConfig, out_dir: str | Path, dataset: Face
     return summary
 
 
+_POLICY_TEXT = {"official": "the dataset's official train/test", "subject": "subject-wise",
+                "image": "image-wise (data.split=image: a person may be on both sides)"}
+
+
+def _check_classes(dataset: FaceExpressionDataset, config: BasicPhaseConfig) -> None:
+    empty = [name for name, count in dataset.class_counts().items() if count == 0]
+    if empty:
+        raise ValueError(f"the basic phase needs images of every basic class, and {config.data.source} at "
+                         f"{config.data.root} has none of {empty}; add them, or use another data.source")
+
+
 def load_basic_model(run_dir: str | Path):
     """Loads the selected model of a finished basic-phase run.
 
@@ -164,8 +183,8 @@ def _run_fold(config: BasicPhaseConfig, dataset: FaceExpressionDataset, fold: in
         return read_json(done)
     fold_dir.mkdir(parents=True, exist_ok=True)
     fold_start = time.perf_counter()
-    split = train_val_test_split(dataset.subject_ids.numpy(), fold=fold, n_folds=config.folds,
-                                 val_fraction=config.val_fraction, seed=config.seed, labels=dataset.targets.numpy())
+    split = split_indices(assign_splits(dataset, fold, config.folds, config.val_fraction, config.seed,
+                                        config.data.split))
     train, val, test = (dataset.subset(indices) for indices in split)
     trainer, generator = _fold_trainer(config, len(dataset.classes), fold)
     progress = _FoldProgress(fold_dir / "state.pt", generator)

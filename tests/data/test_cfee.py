@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-import cfer.data.cfee as cfee
+import cfer.data.reading as reading
 from cfer.data.cfee import read_cfee, read_manifest, read_prefix_map, write_cfee
 from cfer.data.dataset import FaceExpressionDataset
 from cfer.taxonomy import CATEGORY_NAMES
@@ -122,17 +122,20 @@ def test_unparseable_file_name_is_named_unless_skipped(cfee_root: Path, caplog) 
     assert "260_19.png.jpg" in caplog.text
 
 
-def test_corrupt_image_is_named(cfee_root: Path) -> None:
+def test_corrupt_image_is_skipped_and_recorded_or_named_as_an_error(cfee_root: Path, tmp_path: Path) -> None:
     broken = cfee_root / "01-04/Images1/03_126_0001.jpg"
     broken.write_bytes(b"\xff\xd8 this is not a jpeg")
-    with pytest.raises(ValueError, match=r"cannot decode image .*03_126_0001\.jpg"):
-        read_cfee(cfee_root, size=4)
+    dataset = read_cfee(cfee_root, size=4, cache=tmp_path / "cache" / "cfee.pt")
+    assert len(dataset) == 5 and [path for path, _ in dataset.skipped] == [str(broken)]
+    assert str(broken) in (tmp_path / "cache" / "skipped.csv").read_text()
+    with pytest.raises(ValueError, match=r"03_126_0001\.jpg: .*on_bad_file=error"):
+        read_cfee(cfee_root, size=4, on_bad_file="error")
 
 
 def test_different_image_sizes_need_a_size(cfee_root: Path) -> None:
     save_image(cfee_root / "01-04/Images1/03_126_0001.png", RED, size=(8, 6))
-    with pytest.raises(ValueError, match="pass size="):
-        read_cfee(cfee_root)
+    dataset = read_cfee(cfee_root)
+    assert len(dataset) == 5 and "set data.size" in dataset.skipped[0][1]
     assert read_cfee(cfee_root, size=3).images.shape == (6, 3, 3, 3)
 
 
@@ -245,7 +248,7 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -
     def failing_replace(source: str, destination: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(cfee.os, "replace", failing_replace)
+    monkeypatch.setattr(reading.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         write_cfee(make_dataset(), tmp_path / "export", num_workers=1)
     leftovers = [p for p in (tmp_path / "export").rglob("*") if p.is_file()]
@@ -269,11 +272,11 @@ def test_cache_is_used_when_fresh_and_rebuilt_when_files_change(
     first = read_cfee(cfee_root, size=4, cache=cache)
     assert cache.is_file()
 
-    def no_decoding(path: Path, size: int | None) -> np.ndarray:
+    def no_decoding(path: Path, size: int | None, max_pixels: int) -> np.ndarray:
         raise AssertionError(f"decoded {path} although the cache is fresh")
 
     with monkeypatch.context() as patch:
-        patch.setattr(cfee, "_decode", no_decoding)
+        patch.setattr(reading, "decode_image", no_decoding)
         cached = read_cfee(cfee_root, size=4, cache=cache)
         assert torch.equal(cached.images, first.images)
         assert torch.equal(cached.targets, first.targets)

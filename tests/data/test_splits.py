@@ -85,3 +85,70 @@ def test_train_val_test_split_rejects_bad_arguments() -> None:
         train_val_test_split(SUBJECTS, fold=0, n_folds=5, val_fraction=1.0)
     with pytest.raises(ValueError, match="need at least 2"):
         train_val_test_split([1, 2], fold=0, n_folds=2, val_fraction=0.5)
+
+
+# --- policies: subjects, an official split, images --------------------------------------------------
+
+
+def _dataset(subjects, labels, partition=None, subjects_known=True, classes=("happy", "sad", "happily_surprised")):
+    from cfer.data.dataset import FaceExpressionDataset
+
+    n = len(labels)
+    return FaceExpressionDataset(torch.zeros((n, 3, 2, 2), dtype=torch.uint8), torch.as_tensor(labels), classes,
+                                 torch.as_tensor(subjects), partition=None if partition is None else
+                                 torch.as_tensor(partition), subjects_known=subjects_known)
+
+
+def test_subject_policy_is_the_basic_phase_split_and_compound_images_follow_their_subject() -> None:
+    from cfer.data.splits import TEST, assign_splits
+
+    dataset = _dataset(SUBJECTS, LABELS)
+    basic = ("happy", "sad")
+    codes = assign_splits(dataset, fold=1, n_folds=5, val_fraction=0.25, seed=3, basic_classes=basic)
+    basic_rows = np.flatnonzero(LABELS < 2)
+    expected = train_val_test_split(SUBJECTS[basic_rows], fold=1, n_folds=5, val_fraction=0.25, seed=3,
+                                    labels=LABELS[basic_rows])
+    assert np.array_equal(np.flatnonzero(codes[basic_rows] == TEST), expected.test)
+    for subject in np.unique(SUBJECTS):
+        assert len(set(codes[SUBJECTS == subject].tolist())) == 1  # one side per person
+
+
+def test_official_policy_uses_the_partition_and_a_per_class_validation_slice() -> None:
+    from cfer.data.splits import TEST, TRAIN, VAL, assign_splits, split_policy
+
+    labels = np.repeat([0, 1, 2], 20)
+    partition = np.tile([0, 0, 0, 1], 15)
+    dataset = _dataset(np.arange(60), labels, partition, subjects_known=False)
+    assert split_policy(dataset) == "official"
+    codes = assign_splits(dataset, 0, 10, 0.2, seed=4)
+    assert np.array_equal(codes == TEST, partition == 1)
+    for label in range(3):
+        assert int(((codes == VAL) & (labels == label)).sum()) == math.ceil(0.2 * 15)
+    # a class's slice does not depend on which other classes were read
+    alone = assign_splits(_dataset(np.arange(20), labels[:20], partition[:20], False, ("happy",)), 0, 10, 0.2, 4)
+    assert np.array_equal(alone, codes[:20])
+    assert not np.array_equal(codes, assign_splits(dataset, 0, 10, 0.2, seed=5))
+    assert set(codes[partition == 0].tolist()) == {TRAIN, VAL}
+    with pytest.raises(ValueError, match="one fold"):
+        assign_splits(dataset, 1, 10, 0.2, seed=4)
+
+
+def test_an_official_validation_partition_is_used_as_it_is() -> None:
+    from cfer.data.splits import assign_splits
+
+    dataset = _dataset(np.arange(6), [0, 0, 0, 1, 1, 1], [0, 2, 1, 0, 2, 1], subjects_known=False)
+    assert assign_splits(dataset, 0, 10, 0.5, seed=0).tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_policies_refuse_what_the_data_cannot_give() -> None:
+    from cfer.data.splits import split_policy
+
+    subjectless = _dataset(np.arange(4), [0, 1, 0, 1], subjects_known=False)
+    with pytest.raises(ValueError, match="needs subject ids"):
+        split_policy(subjectless, "subject")
+    with pytest.raises(ValueError, match="needs an official train/test partition"):
+        split_policy(_dataset(SUBJECTS, LABELS), "official")
+    with pytest.raises(ValueError, match="unknown data.split 'random'"):
+        split_policy(subjectless, "random")
+    assert split_policy(_dataset(SUBJECTS, LABELS)) == "subject"
+    assert split_policy(subjectless, "image") == "image"

@@ -240,3 +240,26 @@ def test_unknown_names_list_the_known_ones() -> None:
         create_backbone("efficientnet_lite_0", pretrained="none")
     with pytest.raises(ValueError, match="imagenet"):
         create_backbone("resnet18", pretrained="imagenet21k")
+
+
+class _Payload:
+    """Unpickling this would run code; torch.load(weights_only=True) must refuse it."""
+
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def test_a_pickle_with_objects_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "evil.pth"
+    torch.save({"weight": _Payload()}, path)
+    with pytest.raises(ValueError, match=r"^refused .*evil\.pth: it is not a plain tensor file") as caught:
+        load_backbone_weights(nn.Linear(1, 1), path)
+    assert "\n" not in str(caught.value) and "unpickled!" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_a_damaged_weights_file_says_so(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"broken{suffix}"
+    path.write_bytes(b"\x00\x01 not weights")
+    with pytest.raises(ValueError, match=r"broken.* is not a readable"):
+        load_backbone_weights(nn.Linear(1, 1), path)
