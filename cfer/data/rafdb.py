@@ -1,7 +1,11 @@
 """Reader of RAF-DB (Real-world Affective Faces; Li, Deng & Du, CVPR 2017), basic and compound sets.
 
 RAF-DB is distributed on request (whdeng.cn/RAF/model1.html). Its README and the public code that
-reads it give the layout::
+reads it (kaiwang960112/Self-Cure-Network ``src/train.py``: ``EmoLabel/list_patition_label.txt`` read
+space-separated, the split by ``startswith("train")``, aligned names ``<stem>_aligned.jpg``, labels
+"0:Surprise, 1:Fear, 2:Disgust, 3:Happiness, 4:Sadness, 5:Anger, 6:Neutral" after subtracting 1;
+EllaVan/AU_EMOwPGM ``materials/data_process/RAF_compound_data_process_subject_independent.py``: the
+same file and format under ``compound/`` and the 11 compound names in order) give the layout::
 
     RAF-DB/
         basic/
@@ -25,7 +29,9 @@ RAF-CE (RAF Compound Expression; whdeng.cn/RAF/model4.html) is 4549 images of RA
 RAF-AU, with three label files of ``<name> <value>`` lines and no header: ``RAFCE_emolabel.txt``
 (0-based, :data:`cfer.taxonomy.RAFCE_CLASSES`), ``RAFCE_partition.txt`` (0 train, 1 test,
 2 validation) and ``RAFCE_AUlabel.txt`` (``1+4+25``, side-prefixed ``L12+R24``, or ``null``). The
-layout read here, established from public code that reads it (no official tree is public)::
+layout read here, established from public code that reads it (medmaamar1/emotion-recognition-ai,
+``config.py`` and ``scripts/dataset.py``: partition 0 train, 1 test, 2 validation; aligned images
+``<stem>_aligned.jpg``), since no official tree is public::
 
     RAF-CE/
         RAFCE_emolabel.txt  RAFCE_partition.txt  RAFCE_AUlabel.txt

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -83,3 +84,15 @@ def test_mismatched_data_is_refused(finished, tmp_path):
 def test_shipped_config_loads():
     config = load_config(FewShotConfig, "configs/fewshot.yaml")
     assert config.paper.shots == [1, 3, 5, "all"] and config.episodic.shots == [1, 5]
+
+
+def test_runs_on_rafdb_with_its_official_split(tmp_path, fake_rafdb):
+    root = str(fake_rafdb(tmp_path / "RAF-DB", subjects=8, test_subjects=3, size=32))
+    rafdb = DataConfig(source="rafdb", root=root, size=32)
+    config = tiny_config(basic=dataclasses.replace(tiny_config().basic, data=rafdb, val_fraction=0.25), data=rafdb,
+                         paper=PaperProtocolConfig(shots=[1], seeds=1, classes=["happily_surprised"], steps=2),
+                         episodic=EpisodicConfig(n_way=3, shots=[1], n_query=2, episodes=4, subject_disjoint=False))
+    summary = run_fewshot(config, tmp_path / "out")
+    # shots come from RAF-DB's train_ images, scores from its test_ images (3 of 8 per class)
+    assert summary["subjects"]["held_out"] == 3 * 17
+    assert "happily_surprised" in json.dumps(summary["paper"])
