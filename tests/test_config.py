@@ -245,3 +245,21 @@ def test_save_then_load_round_trips(tmp_path: Path) -> None:
     path = save_config(config, tmp_path / "runs" / "config.yaml")
     assert load_config(RunConfig, path) == config
     assert [p.name for p in path.parent.iterdir()] == ["config.yaml"]  # no temp file left
+
+
+@pytest.mark.parametrize(
+    ("name", "dataclass_path"),
+    [("basic_cfee.yaml", "cfer.training.basic.BasicPhaseConfig"),
+     ("incremental.yaml", "cfer.continual.IncrementalConfig"),
+     ("incremental_rafdb.yaml", "cfer.continual.IncrementalConfig")],
+)
+def test_shipped_presets_load(name: str, dataclass_path: str) -> None:
+    import importlib
+    from pathlib import Path
+
+    from cfer.config import load_config
+
+    module, _, attribute = dataclass_path.rpartition(".")
+    config = load_config(getattr(importlib.import_module(module), attribute),
+                         Path(__file__).parents[1] / "configs" / name)
+    assert config is not None
