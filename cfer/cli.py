@@ -337,11 +337,72 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- cfer distill -----------------------------------------------------------------------------------
+
+_DISTILL_FLAGS = {"epochs": "epochs", "device": "device", "subjects": "data.subjects"}
+
+
+def _config_epilog(config: object, prefix: str = "") -> str:
+    """Every key of a config dataclass instance with its value and comment, nested sections included."""
+    import dataclasses
+    import inspect
+    import re
+
+    comments = {}
+    for line in inspect.getsource(type(config)).splitlines():
+        match = re.match(r"\s+(\w+): .*?#\s*(.*)$", line)
+        if match:
+            comments[match[1]] = match[2]
+    lines = []
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if dataclasses.is_dataclass(value):
+            lines.append(f"  {prefix}{item.name}.*: {comments.get(item.name, '')}")
+            lines.append(_config_epilog(value, prefix + item.name + "."))
+            continue
+        lines.append(f"  {prefix}{item.name} = {value!r}: {comments.get(item.name, '')}")
+    return "\n".join(lines)
+
+
+def _distill_parser(subparsers) -> None:
+    from cfer.distill import DistillConfig
+
+    parser = subparsers.add_parser(
+        "distill",
+        help="train an ensemble of teachers on classes and valence/arousal, then distil it into a light student",
+        description="Train the teachers (multi-task: the expression classes plus valence and arousal in [-1, 1]), "
+        "average them into an ensemble, and train each student: without distillation, with Hinton KD from the best "
+        "teacher (Lee et al. 2023, Eq. 1), with Hinton KD plus the teacher-bounded regression loss (Chen et al. 2017), "
+        "and from the ensemble's label-smoothed soft labels (EmoXNetLite). Writes accuracy, macro-F1, valence/arousal "
+        "RMSE, PCC, CCC and SAGR, parameters, MACs, CPU latency and throughput of every model to results.json and "
+        "results.md, and accuracy_vs_macs.png (settings: cfer.distill.DistillConfig). A rerun reuses finished models.",
+        epilog="settings (--set KEY=VALUE; lists as [a, b]; teachers as [{backbone: efficientnet_lite2, size: 128}]):\n"
+        + _config_epilog(DistillConfig()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_arguments(parser)
+    parser.add_argument("--out", type=Path, default=Path("runs/distill"), help="output directory (default: runs/distill)")
+    parser.add_argument("--epochs", type=int, help="most epochs per network (key: epochs)")
+    parser.add_argument("--subjects", type=int, help="synthetic subjects (key: data.subjects)")
+    parser.add_argument("--device", help="auto, cpu or cuda (key: device)")
+    parser.set_defaults(handler=_run_distill)
+
+
+def _run_distill(args: argparse.Namespace) -> int:
+    from cfer.distill import DistillConfig, format_distill_summary, run_distillation
+
+    config = load_config(DistillConfig, args.config, _flag_overrides(args, _DISTILL_FLAGS) + args.overrides)
+    summary = run_distillation(config, args.out)
+    print(format_distill_summary(summary))
+    print(f"reports in {args.out}/ (results.json, results.md, accuracy_vs_macs.png)")
+    return 0
+
+
 # --- entry point ------------------------------------------------------------------------------------
 
 _PARSERS: list[Callable] = [
     _synth_parser, _preprocess_parser, _train_basic_parser, _train_incremental_parser, _compare_parser,
-    _fewshot_parser, _gradcam_parser,
+    _fewshot_parser, _gradcam_parser, _distill_parser,
 ]
 
 

@@ -405,6 +405,8 @@ def _coerce(annotation: Any, value: Any, key: str, source: str) -> Any:
     if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
         if isinstance(value, annotation):
             return value
+        if isinstance(value, Mapping):  # a dataclass inside a list or a dict: built from its mapping
+            return config_from_dict(annotation, value, source=f"{source}, {key}")
         raise fail(f"a mapping of {annotation.__name__} fields")
 
     if origin in (tuple, list, Sequence, typing.Sequence) or annotation in (tuple, list):

@@ -45,9 +45,8 @@ class DataConfig:
     variant: str = "aligned"  # RAF-DB / RAF-CE images: "aligned" or "original"
     on_bad_file: OnBadFile = "skip"  # a damaged file: "skip" (left out, listed in skipped.csv) or "error"
     max_image_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused (JPEGs count at their reduced size)
-    # auto: the dataset's official train/test split if it has one (RAF-DB), else subject-wise folds;
-    # a dataset with neither must ask for "image" (image-wise folds: a person may be in train and test)
-    split: SplitPolicy = "auto"
+    # a dataset with neither subjects nor an official split must ask for "image" (a person may then be on both sides)
+    split: SplitPolicy = "auto"  # auto: the official train/test split if any (RAF-DB), else subject-wise folds
 
 
 SourceLoader = Callable[[DataConfig, Sequence[str]], FaceExpressionDataset]

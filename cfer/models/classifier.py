@@ -54,6 +54,7 @@ class ModelConfig:
     # efficientnet_lite0 (groups: stem, 7 block stages) are the last 4 groups
     trainable_blocks: int = 4
     train_batchnorm: bool = False  # BatchNorm trains in unfrozen blocks; the reference freezes it
+    regression_outputs: int = 0  # bounded (tanh) outputs beside the classes: 2 for valence and arousal
 
 
 class ExpressionClassifier(nn.Module):
@@ -77,6 +78,11 @@ class ExpressionClassifier(nn.Module):
         self.backbone = backbone
         self.head = head
         self.config = config
+        outputs = config.regression_outputs if config is not None else 0
+        # a multi-task model: bounded regression outputs (valence, arousal in [-1, 1]) on the same features
+        self.regressor: nn.Module | None = (
+            nn.Sequential(nn.Linear(feature_dim(backbone), outputs), nn.Tanh()) if outputs > 0 else None
+        )
         # train() below covers calls on this model; the hooks also cover code that switches the
         # backbone itself to training mode, as Avalanche's iCaRL does with its feature extractor.
         for submodule in backbone.modules():
@@ -141,6 +147,23 @@ class ExpressionClassifier(nn.Module):
             Logits, shape ``(batch, num_classes)``.
         """
         return self.head(self.features(images))
+
+    def forward_multitask(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and regression outputs from one pass of the backbone.
+
+        Args:
+            images: Normalised images, shape ``(batch, 3, height, width)``.
+
+        Returns:
+            ``(logits (batch, num_classes), outputs (batch, regression_outputs))``; outputs in [-1, 1].
+
+        Raises:
+            ValueError: If the model has no regression outputs (``ModelConfig.regression_outputs``).
+        """
+        if self.regressor is None:
+            raise ValueError("this model has no regression outputs; build it with ModelConfig(regression_outputs=2)")
+        features = self.features(images)
+        return self.head(features), self.regressor(features)
 
     def train(self, mode: bool = True) -> ExpressionClassifier:
         """Set training mode, keeping frozen BatchNorm layers in eval mode.

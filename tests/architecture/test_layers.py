@@ -11,6 +11,7 @@ Layers, bottom to top; each may import only the layers listed for it (and itself
 * ``cfer.training``: data, models, core and the bottom layers;
 * ``cfer.continual``: strategies, training and everything below;
 * ``cfer.fewshot``, ``cfer.cam``: everything below ``cfer.cli``, not each other;
+* ``cfer.distill``: core, data, models, training and the bottom layers (no Avalanche, no strategies);
 * ``cfer.cli``: everything; nothing imports it.
 
 Avalanche is imported by ``strategies`` and, within ``cfer``, only by the benchmark builder
@@ -42,6 +43,7 @@ ALLOWED: dict[str, set[str]] = {
     "cfer.continual": BASE | {"cfer.core", "cfer.data", "cfer.models", "cfer.training", "strategies"},
     "cfer.fewshot": BASE | {"cfer.core", "cfer.data", "cfer.models", "cfer.training", "cfer.continual", "strategies"},
     "cfer.cam": BASE | {"cfer.core", "cfer.data", "cfer.models", "cfer.training", "cfer.continual", "strategies"},
+    "cfer.distill": BASE | {"cfer.core", "cfer.data", "cfer.models", "cfer.training"},
     "cfer.cli": set(),  # anything: checked separately
     "cfer": set(),  # cfer/__init__.py
 }

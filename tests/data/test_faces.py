@@ -12,7 +12,14 @@ from PIL import Image
 
 skimage_data = pytest.importorskip("skimage.data")
 
-from cfer.data.faces import MTCNN, PreprocessConfig, align_face, eye_angle, load_mtcnn_weights, preprocess_images  # noqa: E402
+from cfer.data.faces import (  # noqa: E402
+    MTCNN,
+    PreprocessConfig,
+    align_face,
+    eye_angle,
+    load_mtcnn_weights,
+    preprocess_images,
+)
 from cfer.data.folders import read_folder, read_manifest_csv  # noqa: E402
 from cfer.data.reading import ReadOptions  # noqa: E402
 

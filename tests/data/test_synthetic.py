@@ -18,6 +18,7 @@ from cfer.data.synthetic import (
     make_subject,
     sample_expression,
 )
+from cfer.data.synthetic.affect import image_affect
 from cfer.taxonomy import ALL_AUS, CATEGORIES, CATEGORY_NAMES, get_category
 
 
@@ -126,7 +127,8 @@ def test_synthetic_faces_carry_every_target(tmp_path):
         assert get_category(cfee_id).name == name
         assert int(faces.subject_ids[i]) == subject
         category = get_category(name)
-        assert torch.allclose(faces.valence_arousal[i], torch.tensor([category.valence, category.arousal]))
+        expected = image_affect([name], RENDERED_AUS, faces.au_intensities[i : i + 1].numpy())[0]
+        assert torch.allclose(faces.valence_arousal[i], torch.from_numpy(expected))
         for au in category.aus:
             assert faces.au_intensities[i, RENDERED_AUS.index(au)] > 0
     # The pixels are the renderer's, and the cache gives them back unchanged.
@@ -149,3 +151,22 @@ def test_bad_config_is_refused():
         SyntheticFaces(SyntheticConfig(subjects=1, size=32, categories=("hapy",)))
     with pytest.raises(ValueError, match="size"):
         FaceRenderer(8)
+
+
+def test_valence_and_arousal_vary_with_the_rendered_expression():
+    from cfer.data.synthetic.affect import REFERENCE_INTENSITY
+
+    faces = SyntheticFaces(SyntheticConfig(subjects=12, size=32, categories=("happy", "sad", "neutral")))
+    affect = faces.valence_arousal
+    happy, sad, neutral = (faces.targets == k for k in range(3))
+    assert affect[neutral].abs().max() < 0.05  # at most the offsets of stray low-intensity AUs
+    assert affect[happy, 0].min() > 0 > affect[sad, 0].max()  # the category's side of the circumplex
+    assert affect[happy, 0].std() > 0.02 and affect[sad, 1].std() > 0.01  # not one value per class
+    # by hand: a full-strength smile (AU 6 and 12 at the reference intensity, nothing else) sits at the
+    # category's point plus the smile's offset, clipped to 1
+    intensities = np.zeros((1, len(RENDERED_AUS)), dtype=np.float32)
+    intensities[0, [RENDERED_AUS.index(6), RENDERED_AUS.index(12)]] = REFERENCE_INTENSITY
+    happy_point = get_category("happy")
+    valence, arousal = image_affect(["happy"], RENDERED_AUS, intensities)[0]
+    assert valence == pytest.approx(min(1.0, happy_point.valence + 0.15 * REFERENCE_INTENSITY))
+    assert arousal == pytest.approx(happy_point.arousal)

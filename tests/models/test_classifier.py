@@ -278,3 +278,21 @@ def test_frozen_batchnorm_keeps_its_statistics_when_the_backbone_alone_trains():
     model.backbone(torch.randn(4, 3, 32, 32) * 3 + 1)
     changed = {k: v for k, v in model.backbone.state_dict().items() if "running_mean" in k}
     assert any(not torch.equal(before[k], changed[k]) for k in before)
+
+
+def test_multitask_model_keeps_its_regression_outputs_when_classes_are_added() -> None:
+    from cfer.models.classifier import ModelConfig, create_model
+
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(backbone="test_efficientnet", pretrained="none", regression_outputs=2), 6).eval()
+    images = torch.randn(3, 3, 32, 32)
+    logits, affect = model.forward_multitask(images)
+    assert logits.shape == (3, 6) and affect.shape == (3, 2) and affect.abs().max() <= 1
+    model.add_classes(2)
+    new_logits, new_affect = model.forward_multitask(images)
+    assert new_logits.shape == (3, 8)
+    torch.testing.assert_close(new_logits[:, :6], logits)  # old class units unchanged
+    torch.testing.assert_close(new_affect, affect)  # regression outputs unchanged
+    plain = create_model(ModelConfig(backbone="test_efficientnet", pretrained="none"), 6)
+    with pytest.raises(ValueError, match="no regression outputs"):
+        plain.forward_multitask(images)

@@ -33,7 +33,13 @@ from tqdm.auto import tqdm
 from cfer.data.faces.align import align_face
 from cfer.data.faces.mtcnn import MTCNN, Detection
 from cfer.data.folders import folder_entries, manifest_entries
-from cfer.data.images import DEFAULT_MAX_PIXELS, BadImageError, decode_image, display_path, is_image_file
+from cfer.data.images import (
+    DEFAULT_MAX_PIXELS,
+    BadImageError,
+    decode_image,
+    display_path,
+    is_image_file,
+)
 from cfer.data.reading import ImageEntry, OnBadFile, SkipLog
 from cfer.io import atomic_write_bytes, atomic_write_text
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from cfer.data.dataset import FaceExpressionDataset
+from cfer.data.synthetic.affect import image_affect
 from cfer.data.synthetic.renderer import FaceRenderer
 from cfer.data.synthetic.subjects import RENDERED_AUS
 from cfer.taxonomy import CATEGORY_NAMES, get_category
@@ -42,7 +43,8 @@ class SyntheticFaces(FaceExpressionDataset):
 
     Each image carries its category (``targets``, indexing ``classes``), its subject
     (``subject_ids``), the intensities of the AUs it shows (``au_intensities``, columns
-    ``au_ids``) and the (valence, arousal) of its category (``valence_arousal``). ``keys``
+    ``au_ids``) and its (valence, arousal) (``valence_arousal``; per image, from the rendered AUs, see
+    :mod:`cfer.data.synthetic.affect`). ``keys``
     holds each image's ``(subject_id, cfee_id, index)``, which :meth:`region_masks` re-renders
     to get the facial regions the AUs move.
 
@@ -116,9 +118,8 @@ def _render(config: SyntheticConfig, categories: tuple[str, ...], keys: list) ->
     batch = FaceRenderer(config.size, config.seed).render(keys)
     class_index = {get_category(name).id: position for position, name in enumerate(categories)}
     targets = torch.tensor([class_index[category_id] for _, category_id, _ in keys], dtype=torch.int64)
-    valence_arousal = torch.tensor(
-        [[get_category(name).valence, get_category(name).arousal] for name in categories], dtype=torch.float32
-    )[targets]
+    names = [categories[int(target)] for target in targets]
+    valence_arousal = torch.from_numpy(image_affect(names, RENDERED_AUS, batch.au_intensities))
     return FaceExpressionDataset(
         images=torch.from_numpy(batch.images),
         targets=targets,
