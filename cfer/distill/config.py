@@ -38,7 +38,10 @@ class DistillConfig:
 
     data: DataConfig = field(default_factory=lambda: DataConfig(size=128))  # read at the largest input size
     include_neutral: bool = True  # classes: the six basic expressions, and neutral (as RAF-DB basic)
-    teachers: list[MemberSpec] = field(default_factory=_teachers)  # the ensemble's members
+    teachers: list[MemberSpec] = field(default_factory=_teachers)  # the ensemble's members, trained here
+    # finished multi-task cfer checkpoints (e.g. another run's teachers/<k>/model.safetensors) used as
+    # members too, beside `teachers` (set teachers=[] to use these only)
+    teacher_checkpoints: list[str] = field(default_factory=list)
     student: MemberSpec = field(default_factory=MemberSpec)  # the lightweight network
     students: list[str] = field(default_factory=lambda: list(STUDENT_KINDS))  # which students to train
     alpha: float = 0.5  # Hinton KD: weight of the soft term (Lee et al.'s alpha)

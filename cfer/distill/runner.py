@@ -111,8 +111,13 @@ def run_distillation(config: DistillConfig, out_dir: str | Path) -> dict[str, An
     device = resolve_device(config.device)
     teachers = [_network(config, dataset, split, spec, _supervised(config, dataset), out_dir / "teachers" / str(k),
                          device) for k, spec in enumerate(config.teachers)]
-    results = {f"teacher {k} ({spec.backbone} @ {spec.size})": record
-               for k, (spec, (record, _)) in enumerate(zip(config.teachers, teachers))}
+    names = [f"teacher {k} ({spec.backbone} @ {spec.size})" for k, spec in enumerate(config.teachers)]
+    for path in config.teacher_checkpoints:
+        teachers.append(_checkpoint_teacher(Path(path), dataset, split, device))
+        names.append(f"teacher {len(names)} ({Path(path).parent.name}/{Path(path).name})")
+    if not teachers:
+        raise ValueError("no teacher: set teachers, or teacher_checkpoints to finished multi-task checkpoints")
+    results = dict(zip(names, (record for record, _ in teachers)))
     ensemble = _ensemble(config, [outputs for _, outputs in teachers])
     results["ensemble"] = _ensemble_record(dataset, split, ensemble, [record for record, _ in teachers])
     best = max(range(len(teachers)), key=lambda k: teachers[k][0]["val_accuracy"])
@@ -150,9 +155,33 @@ def _network(config: DistillConfig, dataset: FaceExpressionDataset, split: Any, 
     record = _score(dataset, split, outputs) | {"cost": model_cost(model, spec.size), "spec": vars(spec)}
     record["val_accuracy"] = float((outputs.logits[split.val].argmax(1) == dataset.targets[split.val]).float().mean())
     save_checkpoint(model.cpu(), directory / "model.safetensors", {"classes": list(dataset.classes),
-                                                                 "phase": "distill", "name": directory.name})
+                                                                 "phase": "distill", "name": directory.name,
+                                                                 "size": spec.size})
     model.to(device)
     write_json(done, record)
+    return record, outputs
+
+
+def _checkpoint_teacher(path: Path, dataset: FaceExpressionDataset, split: Any,
+                        device: torch.device) -> tuple[dict[str, Any], Outputs]:
+    """A finished multi-task checkpoint as an ensemble member: its outputs on every image, its scores and cost."""
+    model, metadata = load_checkpoint(path, device)
+    if model.regressor is None:
+        raise ValueError(f"teacher checkpoint {path} has no valence/arousal outputs; cfer distill needs multi-task "
+                         "teachers (e.g. the teachers/<k>/model.safetensors of an earlier cfer distill run)")
+    if list(metadata.get("classes", [])) != list(dataset.classes):
+        raise ValueError(f"teacher checkpoint {path} predicts {metadata.get('classes')}, not {list(dataset.classes)}")
+    size = int(metadata.get("size", dataset.image_size[0]))
+    preprocess = _preprocess(model, size)
+    logits, affect = [], []
+    with torch.inference_mode():
+        for images in dataset.images.split(128):
+            batch_logits, batch_affect = model.forward_multitask(preprocess(images).to(device))
+            logits.append(batch_logits.cpu())
+            affect.append(batch_affect.cpu())
+    outputs = Outputs(torch.cat(logits), torch.cat(affect))
+    record = _score(dataset, split, outputs) | {"cost": model_cost(model, size), "checkpoint": str(path)}
+    record["val_accuracy"] = float((outputs.logits[split.val].argmax(1) == dataset.targets[split.val]).float().mean())
     return record, outputs
 
 

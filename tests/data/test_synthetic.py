@@ -162,11 +162,13 @@ def test_valence_and_arousal_vary_with_the_rendered_expression():
     assert affect[neutral].abs().max() < 0.05  # at most the offsets of stray low-intensity AUs
     assert affect[happy, 0].min() > 0 > affect[sad, 0].max()  # the category's side of the circumplex
     assert affect[happy, 0].std() > 0.02 and affect[sad, 1].std() > 0.01  # not one value per class
-    # by hand: a full-strength smile (AU 6 and 12 at the reference intensity, nothing else) sits at the
-    # category's point plus the smile's offset, clipped to 1
+    # by hand: sadness with its prototypical AUs at the reference intensity sits at its point plus the offsets
+    # of the AUs drawn (AU 4: -0.05 valence, AU 15: -0.10 valence, AU 1: +0.05 arousal)
+    sad_point = get_category("sad")
     intensities = np.zeros((1, len(RENDERED_AUS)), dtype=np.float32)
-    intensities[0, [RENDERED_AUS.index(6), RENDERED_AUS.index(12)]] = REFERENCE_INTENSITY
-    happy_point = get_category("happy")
-    valence, arousal = image_affect(["happy"], RENDERED_AUS, intensities)[0]
-    assert valence == pytest.approx(min(1.0, happy_point.valence + 0.15 * REFERENCE_INTENSITY))
-    assert arousal == pytest.approx(happy_point.arousal)
+    intensities[0, [RENDERED_AUS.index(au) for au in sad_point.aus]] = REFERENCE_INTENSITY
+    valence, arousal = image_affect(["sad"], RENDERED_AUS, intensities)[0]
+    weights = {1: (0.0, 0.05), 4: (-0.05, 0.0), 15: (-0.10, 0.0)}
+    drawn = [weights[au] for au in sad_point.aus if au in weights]
+    assert valence == pytest.approx(sad_point.valence + REFERENCE_INTENSITY * sum(v for v, _ in drawn), abs=1e-6)
+    assert arousal == pytest.approx(sad_point.arousal + REFERENCE_INTENSITY * sum(a for _, a in drawn), abs=1e-6)

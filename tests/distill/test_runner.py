@@ -64,3 +64,16 @@ def test_distill_help_documents_every_setting(capsys) -> None:
     text = capsys.readouterr().out
     for item in dataclasses.fields(DistillConfig):
         assert f"  {item.name}" in text
+
+
+def test_finished_checkpoints_serve_as_teachers(finished: tuple[Path, dict], tmp_path: Path) -> None:
+    out, summary = finished
+    checkpoints = [str(out / "teachers" / str(k) / "model.safetensors") for k in range(2)]
+    position = TINY.index(next(argument for argument in TINY if argument.startswith("teachers=")))
+    arguments = TINY[: position - 1] + TINY[position + 1 :]  # without its "--set teachers=..."
+    assert main(["distill", "--out", str(tmp_path / "reuse"), *arguments, "--set", "teachers=[]", "--set",
+                 f"teacher_checkpoints=[{', '.join(checkpoints)}]", "--set", "students=[kd]"]) == 0
+    reused = json.loads((tmp_path / "reuse" / "results.json").read_text())["results"]
+    first = summary["results"]["teacher 0 (test_efficientnet @ 32)"]
+    assert reused["teacher 0 (0/model.safetensors)"]["accuracy"] == pytest.approx(first["accuracy"])
+    assert list(reused)[-1] == "student kd"
