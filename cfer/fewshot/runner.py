@@ -127,6 +127,8 @@ def run_fewshot(config: FewShotConfig, out_dir: str | Path) -> dict[str, Any]:
         "basic_classes": list(teacher_classes),
         "subjects": {"shot_pool": len(np.unique(dataset.subject_ids.numpy()[pool])),
                      "held_out": len(np.unique(dataset.subject_ids.numpy()[held_out]))},
+        "images": {"shot_pool": int(pool.sum()), "held_out": int(held_out.sum())},
+        "subjects_known": dataset.subjects_known,  # False: the subject counts above count images
     }
     if config.paper.enabled:
         if config.paper.trainable_blocks == 0:

@@ -94,5 +94,5 @@ def test_runs_on_rafdb_with_its_official_split(tmp_path, fake_rafdb):
                          episodic=EpisodicConfig(n_way=3, shots=[1], n_query=2, episodes=4, subject_disjoint=False))
     summary = run_fewshot(config, tmp_path / "out")
     # shots come from RAF-DB's train_ images, scores from its test_ images (3 of 8 per class)
-    assert summary["subjects"]["held_out"] == 3 * 17
+    assert summary["images"]["held_out"] == 3 * 17 and not summary["subjects_known"]
     assert "happily_surprised" in json.dumps(summary["paper"])
