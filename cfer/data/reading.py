@@ -224,7 +224,7 @@ def _unique_existing(entries: Sequence[ImageEntry], skips: SkipLog) -> list[Imag
                       f"{first.origin or 'earlier'}{'' if same else f' as {first.category}, here as {entry.category}'})")
             continue
         if not entry.path.is_file():
-            skips.add(entry.path, f"listed ({entry.origin or 'in the label file'}) but the file is missing")
+            skips.add(entry.path, f"file is missing (listed at {entry.origin or 'the label file'})")
             continue
         seen[entry.path] = entry
     return list(seen.values())

@@ -152,7 +152,7 @@ def _one(entry: ImageEntry, destination: Path, config: PreprocessConfig, detecto
         return _Outcome("kept", output=str(destination), detail="written by an earlier run")
     try:
         if not entry.path.is_file():
-            raise BadImageError(entry.path, "listed but the file is missing")
+            raise BadImageError(entry.path, f"file is missing (listed at {entry.origin or 'the manifest'})")
         image = decode_image(entry.path, None, config.max_image_pixels)
     except BadImageError as error:
         skips.add(entry.path, error.reason)  # raises under on_bad_file="error"
