@@ -34,7 +34,13 @@ from torch import Tensor
 
 from cfer.core.distillation import soft_cross_entropy
 
-__all__ = ["ensemble_soft_labels", "hinton_kd_loss", "teacher_bounded_loss"]
+__all__ = [
+    "ensemble_probabilities",
+    "ensemble_soft_labels",
+    "hinton_kd_loss",
+    "masked_smooth_l1",
+    "teacher_bounded_loss",
+]
 
 
 def hinton_kd_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, alpha: float = 0.5,
@@ -80,8 +86,28 @@ def teacher_bounded_loss(student: Tensor, teacher: Tensor, target: Tensor, margi
     student_error = (student - target).pow(2).sum(-1)
     teacher_error = (teacher - target).pow(2).sum(-1)
     bounded = torch.where(student_error + margin > teacher_error, student_error, torch.zeros_like(student_error))
-    smooth = F.smooth_l1_loss(student, target, reduction="none").sum(-1)
-    return (smooth + nu * bounded).mean()
+    return masked_smooth_l1(student, target) + nu * bounded.mean()
+
+
+def masked_smooth_l1(prediction: Tensor, target: Tensor) -> Tensor:
+    """SmoothL1 summed over the outputs (B, D), averaged over the rows whose target has no NaN (0 if none)."""
+    keep = ~torch.isnan(target).any(dim=-1)
+    if not keep.any():
+        return prediction.sum() * 0.0
+    return F.smooth_l1_loss(prediction[keep], target[keep], reduction="none").sum(-1).mean()
+
+
+def ensemble_probabilities(member_logits: Sequence[Tensor], average: Literal["probabilities", "logits"] =
+                           "probabilities", temperature: float = 1.0) -> Tensor:
+    """The ensemble's distribution (B, C): the members' mean softmax, or the softmax of their mean logits."""
+    if not member_logits:
+        raise ValueError("an ensemble needs at least one member")
+    stacked = torch.stack([logits.detach() for logits in member_logits])
+    if average == "probabilities":
+        return F.softmax(stacked / temperature, dim=-1).mean(0)
+    if average == "logits":
+        return F.softmax(stacked.mean(0) / temperature, dim=-1)
+    raise ValueError(f"average must be 'probabilities' or 'logits', got {average!r}")
 
 
 def ensemble_soft_labels(member_logits: Sequence[Tensor], targets: Tensor | None = None, epsilon: float = 0.1,
@@ -101,17 +127,9 @@ def ensemble_soft_labels(member_logits: Sequence[Tensor], targets: Tensor | None
     Returns:
         Probabilities, shape (B, C); rows sum to 1.
     """
-    if not member_logits:
-        raise ValueError("an ensemble needs at least one member")
     if not 0.0 <= epsilon < 1.0:
         raise ValueError(f"epsilon must be in [0, 1), got {epsilon}")
-    stacked = torch.stack([logits.detach() for logits in member_logits])
-    if average == "probabilities":
-        ensemble = F.softmax(stacked / temperature, dim=-1).mean(0)
-    elif average == "logits":
-        ensemble = F.softmax(stacked.mean(0) / temperature, dim=-1)
-    else:
-        raise ValueError(f"average must be 'probabilities' or 'logits', got {average!r}")
+    ensemble = ensemble_probabilities(member_logits, average, temperature)
     if targets is None:
         return (1.0 - epsilon) * ensemble + epsilon / ensemble.shape[-1]
     return (1.0 - epsilon) * F.one_hot(targets, ensemble.shape[-1]).to(ensemble) + epsilon * ensemble

@@ -312,7 +312,8 @@ class FaceExpressionDataset(Dataset[tuple[Any, int]]):
         )
 
 
-def concat_datasets(parts: Sequence[FaceExpressionDataset], shared_subjects: bool = False) -> FaceExpressionDataset:
+def concat_datasets(parts: Sequence[FaceExpressionDataset], shared_subjects: bool = False,
+                    classes: Sequence[str] | None = None) -> FaceExpressionDataset:
     """Joins datasets, e.g. RAF-DB's basic and compound sets, into one.
 
     Args:
@@ -320,20 +321,26 @@ def concat_datasets(parts: Sequence[FaceExpressionDataset], shared_subjects: boo
         shared_subjects: Whether equal subject ids mean the same person in every part (two reads of
             one source). Otherwise each part's ids are shifted past the previous part's, so that
             people of different datasets are never merged.
+        classes: The joined dataset's classes, a superset of the parts' (those of no part get no
+            image); default: the parts' classes in order of first appearance.
 
     Returns:
-        One dataset: classes in order of first appearance, targets remapped; AU columns united
+        One dataset, targets remapped onto ``classes``; AU columns united
         (NaN where a part has none); valence/arousal NaN where absent; partition -1 where absent.
 
     Raises:
-        ValueError: If ``parts`` is empty or image sizes differ.
+        ValueError: If ``parts`` is empty, image sizes differ, or ``classes`` lacks a part's class.
     """
     if not parts:
         raise ValueError("nothing to concatenate")
+    known = dict.fromkeys(name for part in parts for name in part.classes)
+    classes = tuple(known) if classes is None else tuple(classes)
+    missing = [name for name in known if name not in classes]
+    if missing:
+        raise ValueError(f"classes {list(classes)} lack the parts' class(es) {missing}")
     sizes = {part.image_size for part in parts}
     if len(sizes) > 1:
         raise ValueError(f"cannot join datasets of image sizes {sorted(sizes)}; read them at one data.size")
-    classes = tuple(dict.fromkeys(name for part in parts for name in part.classes))
     au_ids = sorted({au for part in parts for au in part.au_ids})
     targets, subjects, partitions, aus, affect = [], [], [], [], []
     offset = 0

@@ -109,8 +109,7 @@ def read_rafdb(
     if not parts:
         raise FileNotFoundError(f"none of {list(names)} is labelled in the RAF-DB set(s) {sorted(sets)} found "
                                 f"under {display_path(root)}")
-    joined = concat_datasets(parts) if len(parts) > 1 else parts[0]
-    return joined.select_classes(names) if set(names) <= set(joined.classes) else _with_classes(joined, names)
+    return concat_datasets(parts, classes=names)
 
 
 def rafdb_entries(folder: Path, subset: str, variant: str, skips: SkipLog) -> list[ImageEntry]:
@@ -180,16 +179,6 @@ def _label_file(folder: Path) -> Path:
     found = sorted(path.name for path in (folder / "EmoLabel").iterdir())
     raise FileNotFoundError(f"no label file {RAFDB_LABEL_FILES[0]} in {display_path(folder / 'EmoLabel')} "
                             f"(found {found}); expected the layout {_EXPECTED}")
-
-
-def _with_classes(dataset: FaceExpressionDataset, names: tuple[str, ...]) -> FaceExpressionDataset:
-    """``dataset`` relabelled onto ``names``, a superset of its classes (the others have no image)."""
-    lookup = {name: index for index, name in enumerate(names)}
-    relabelled = dataset.select_classes([name for name in names if name in dataset.classes])
-    order = [lookup[name] for name in relabelled.classes]
-    relabelled.targets = relabelled.targets.new_tensor(order)[relabelled.targets] if len(relabelled) else relabelled.targets
-    relabelled.classes = names
-    return relabelled
 
 
 # --- RAF-CE ----------------------------------------------------------------------------------------

@@ -34,7 +34,13 @@ from tqdm.auto import tqdm
 from cfer.config import check_resumable, save_config
 from cfer.core.distillation import soft_cross_entropy
 from cfer.core.early_stopping import EarlyStopping
-from cfer.core.kd import ensemble_soft_labels, hinton_kd_loss, teacher_bounded_loss
+from cfer.core.kd import (
+    ensemble_probabilities,
+    ensemble_soft_labels,
+    hinton_kd_loss,
+    masked_smooth_l1,
+    teacher_bounded_loss,
+)
 from cfer.core.trunk import FeatureCache, split_backbone
 from cfer.data.dataset import FaceExpressionDataset
 from cfer.data.reading import write_skipped
@@ -124,7 +130,7 @@ def run_distillation(config: DistillConfig, out_dir: str | Path) -> dict[str, An
     for kind in config.students:
         loss = _student_loss(config, dataset, kind, teachers[best][1], ensemble, [o for _, o in teachers])
         results[f"student {kind}"], _ = _network(config, dataset, split, config.student, loss,
-                                                 out_dir / "students" / kind, device)
+                                                 out_dir / "students" / kind, device, keep_outputs=False)
     summary = {"classes": list(classes), "results": results, "best_teacher": list(results)[best],
                "images": {name: len(rows) for name, rows in split._asdict().items()},
                "wall_seconds": time.perf_counter() - start}
@@ -134,8 +140,15 @@ def run_distillation(config: DistillConfig, out_dir: str | Path) -> dict[str, An
 
 
 def _network(config: DistillConfig, dataset: FaceExpressionDataset, split: Any, spec: MemberSpec, loss: LossFn,
-             directory: Path, device: torch.device) -> tuple[dict[str, Any], Outputs]:
-    """Trains (or reloads) one network; returns its record and its outputs on every image."""
+             directory: Path, device: torch.device,
+             keep_outputs: bool = True) -> tuple[dict[str, Any], Outputs | None]:
+    """Trains (or reloads) one network; returns its record and (if asked) its outputs on every image.
+
+    A finished network whose outputs are not needed (a student) is not run again at all.
+    """
+    done = directory / "metrics.json"
+    if done.exists() and not keep_outputs:
+        return read_json(done), None
     torch.manual_seed(config.seed)
     model = create_model(ModelConfig(backbone=spec.backbone, pretrained=spec.pretrained, head="linear",
                                      regression_outputs=2, dropout=0.2), len(dataset.classes)).to(device)
@@ -144,7 +157,6 @@ def _network(config: DistillConfig, dataset: FaceExpressionDataset, split: Any, 
     cut = split_backbone(model.backbone, spec.trainable_blocks, preprocess(dataset.images[:2]).to(device))
     cache = FeatureCache.build(cut, dataset.images, preprocess, f"{spec}", 128, device)
     tail = _MultiTaskTail(cut.tail, model).to(device)
-    done = directory / "metrics.json"
     if done.exists():
         model.load_state_dict(load_checkpoint(directory / "model.safetensors")[0].state_dict())
     else:
@@ -153,7 +165,6 @@ def _network(config: DistillConfig, dataset: FaceExpressionDataset, split: Any, 
     if done.exists():
         return read_json(done), outputs
     record = _score(dataset, split, outputs) | {"cost": model_cost(model, spec.size), "spec": vars(spec)}
-    record["val_accuracy"] = float((outputs.logits[split.val].argmax(1) == dataset.targets[split.val]).float().mean())
     save_checkpoint(model.cpu(), directory / "model.safetensors", {"classes": list(dataset.classes),
                                                                  "phase": "distill", "name": directory.name,
                                                                  "size": spec.size})
@@ -181,7 +192,6 @@ def _checkpoint_teacher(path: Path, dataset: FaceExpressionDataset, split: Any,
             affect.append(batch_affect.cpu())
     outputs = Outputs(torch.cat(logits), torch.cat(affect))
     record = _score(dataset, split, outputs) | {"cost": model_cost(model, size), "checkpoint": str(path)}
-    record["val_accuracy"] = float((outputs.logits[split.val].argmax(1) == dataset.targets[split.val]).float().mean())
     return record, outputs
 
 
@@ -237,16 +247,10 @@ def _supervised(config: DistillConfig, dataset: FaceExpressionDataset) -> LossFn
     targets, affect_targets = dataset.targets, dataset.valence_arousal
 
     def loss(logits: Tensor, affect: Tensor, rows: Tensor) -> Tensor:
-        return F.cross_entropy(logits, targets[rows].to(logits.device)) + config.regression_weight * _smooth_l1(
-            affect, affect_targets[rows].to(affect.device))
+        classes = F.cross_entropy(logits, targets[rows].to(logits.device))
+        return classes + config.regression_weight * masked_smooth_l1(affect, affect_targets[rows].to(affect.device))
 
     return loss
-
-
-def _smooth_l1(affect: Tensor, target: Tensor) -> Tensor:
-    keep = ~torch.isnan(target).any(-1)
-    return F.smooth_l1_loss(affect[keep], target[keep], reduction="none").sum(-1).mean() if keep.any() else \
-        affect.sum() * 0
 
 
 def _student_loss(config: DistillConfig, dataset: FaceExpressionDataset, kind: str, best: Outputs,
@@ -265,7 +269,7 @@ def _student_loss(config: DistillConfig, dataset: FaceExpressionDataset, kind: s
             return classes + config.regression_weight * bound
         classes = hinton_kd_loss(logits, best.logits[rows].to(logits.device), y, config.alpha, config.temperature)
         if kind == "kd":
-            return classes + config.regression_weight * _smooth_l1(affect, y_affect)
+            return classes + config.regression_weight * masked_smooth_l1(affect, y_affect)
         return classes + config.regression_weight * teacher_bounded_loss(
             affect, best.affect[rows].to(affect.device), y_affect, config.margin, config.nu)
 
@@ -276,20 +280,19 @@ def _student_loss(config: DistillConfig, dataset: FaceExpressionDataset, kind: s
 
 
 def _ensemble(config: DistillConfig, members: list[Outputs]) -> Outputs:
-    """The members averaged: log of the mean softmax (or the mean logits) as logits, the mean valence/arousal."""
-    stacked = torch.stack([m.logits for m in members])
-    if config.average == "probabilities":
-        logits = torch.log(F.softmax(stacked, dim=-1).mean(0).clamp_min(1e-12))
-    else:
-        logits = stacked.mean(0)
-    return Outputs(logits, torch.stack([m.affect for m in members]).mean(0))
+    """The members averaged: the log of the ensemble's distribution as logits, the mean valence/arousal."""
+    probabilities = ensemble_probabilities([m.logits for m in members], config.average)
+    return Outputs(torch.log(probabilities.clamp_min(1e-12)), torch.stack([m.affect for m in members]).mean(0))
 
 
 def _score(dataset: FaceExpressionDataset, split: Any, outputs: Outputs) -> dict[str, Any]:
     test = torch.as_tensor(split.test)
     targets, predictions = dataset.targets[test].numpy(), outputs.logits[test].argmax(1).numpy()
     macro_f1 = f1_score(targets, predictions, average="macro", labels=range(len(dataset.classes)), zero_division=0)
+    val = torch.as_tensor(split.val)
+    val_accuracy = float((outputs.logits[val].argmax(1) == dataset.targets[val]).float().mean())
     return {"accuracy": float((targets == predictions).mean()), "macro_f1": float(macro_f1),
+            "val_accuracy": val_accuracy,
             "affect": affect_metrics(outputs.affect[test].numpy(), dataset.valence_arousal[test].numpy())}
 
 
