@@ -15,7 +15,7 @@ from sklearn.metrics import (
 
 from cfer.io import save_figure
 
-__all__ = ["classification_metrics", "plot_confusion_matrix", "plot_curves"]
+__all__ = ["AXES", "affect_metrics", "ccc", "classification_metrics", "plot_confusion_matrix", "plot_curves"]
 
 
 def classification_metrics(targets: Sequence[int], predictions: Sequence[int], classes: Sequence[str]) -> dict:
@@ -98,3 +98,41 @@ def plot_curves(history: Mapping[str, Sequence[float]], path: str | Path, title:
             axis.legend(fontsize=8)
     figure.suptitle(title)
     return save_figure(figure, path)
+
+
+AXES = ("valence", "arousal")
+"""The regression outputs' names, in output order."""
+
+
+def ccc(prediction: np.ndarray, target: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient of two vectors (population moments)."""
+    prediction, target = np.asarray(prediction, np.float64), np.asarray(target, np.float64)
+    covariance = ((prediction - prediction.mean()) * (target - target.mean())).mean()
+    denominator = prediction.var() + target.var() + (prediction.mean() - target.mean()) ** 2
+    return float(2 * covariance / denominator) if denominator > 0 else 0.0
+
+
+def affect_metrics(prediction: np.ndarray, target: np.ndarray) -> dict[str, dict[str, float]]:
+    """RMSE, PCC, CCC and SAGR of each axis, the AffectNet / EmoNet conventions.
+
+    Mollahosseini et al. 2017; Toisoul et al. 2021: RMSE, Pearson's correlation (PCC), Lin's
+    concordance correlation coefficient ``CCC = 2 cov(x, y) / (var x + var y + (mean x - mean y)^2)``
+    and the sign agreement rate (SAGR, the share of samples whose prediction has the sign of the label).
+
+    Args:
+        prediction: (N, 2) predicted (valence, arousal).
+        target: (N, 2) labels; rows with a NaN are left out.
+
+    Returns:
+        ``{"valence": {"rmse", "pcc", "ccc", "sagr"}, "arousal": {...}}``.
+    """
+    prediction, target = np.asarray(prediction, np.float64), np.asarray(target, np.float64)
+    keep = ~np.isnan(target).any(axis=1)
+    prediction, target = prediction[keep], target[keep]
+    results = {}
+    for axis, name in enumerate(AXES):
+        p, t = prediction[:, axis], target[:, axis]
+        pcc = float(np.corrcoef(p, t)[0, 1]) if p.std() > 0 and t.std() > 0 else 0.0
+        results[name] = {"rmse": float(np.sqrt(((p - t) ** 2).mean())), "pcc": pcc, "ccc": ccc(p, t),
+                         "sagr": float((np.sign(p) == np.sign(t)).mean())}
+    return results

@@ -2,7 +2,8 @@
 
 The algorithms themselves are plain PyTorch in :mod:`cfer.core` (distillation loss and schedule,
 predictive sorting, head growth); this package holds only what ties them to Avalanche: plugins
-(:mod:`strategies.plugins`, :mod:`strategies.early_stopping`, :mod:`strategies.baselines`), the PSMR
+(:mod:`strategies.plugins`, :mod:`strategies.early_stopping`, :mod:`strategies.baselines`,
+:mod:`strategies.regression`), the PSMR
 storage policy (:mod:`strategies.psmr`), resume (:mod:`strategies.states`, :mod:`strategies.checkpoint`)
 and the registry (:mod:`strategies.registry`), where :func:`create_strategy` builds the paper's
 strategy, its ablations and Avalanche's baselines by name.
@@ -23,6 +24,7 @@ from strategies.plugins import (
 )
 from strategies.protocols import GrowingClassifier
 from strategies.psmr import PredictiveSortingSelection, PSMRBuffer
+from strategies.regression import BoundedRegressionPlugin
 from strategies.registry import (
     STRATEGIES,
     CferConfig,
@@ -37,6 +39,7 @@ from strategies.states import RestoreContext, StrategyState
 __all__ = [
     "EARLY_STOPPING_METRICS",
     "STRATEGIES",
+    "BoundedRegressionPlugin",
     "CferConfig",
     "ClassifierExpansionPlugin",
     "DistillationPlugin",

@@ -167,6 +167,7 @@ class StrategySpec:
     scenario: Literal["stream", "legacy"] = "stream"  # 'legacy': Avalanche's deprecated nc_benchmark
     trunk_inputs: bool = True  # it may train on cached frozen-trunk activations instead of images
     exports_model: bool = True  # its final model is a checkpoint of the classifier (not a statistics head)
+    keeps_regression: bool = True  # its loss may take the valence/arousal term (the model it trains is the regressor's)
     reference_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # config under --protocol reference
     state: StrategyState | None = NO_STATE  # how it saves and restores for resume; None: it restarts
     description: str = ""  # one line for listings
@@ -381,7 +382,8 @@ STRATEGIES.register("icarl", StrategySpec(
     # iCaRL classifies by nearest class mean, computed only at the end of an experience, so a
     # validation score during its training would rank stale means
     # and it averages the embeddings of horizontally flipped inputs, which only means something for images
-    early_stops=False, state=None, trunk_inputs=False, description="iCaRL (Rebuffi et al. 2017): herding memory, nearest-mean classifier"))
+    # it trains a wrapper of the model (feature extractor and classifier), without the regressor
+    early_stops=False, state=None, trunk_inputs=False, keeps_regression=False, description="iCaRL (Rebuffi et al. 2017): herding memory, nearest-mean classifier"))
 STRATEGIES.register("ewc", StrategySpec(
     _avalanche(EWC), EWCConfig, state=EWC_STATE, description="Elastic Weight Consolidation (Kirkpatrick et al. 2017)"))
 STRATEGIES.register("gdumb", StrategySpec(

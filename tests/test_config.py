@@ -251,7 +251,8 @@ def test_save_then_load_round_trips(tmp_path: Path) -> None:
     ("name", "dataclass_path"),
     [("basic_cfee.yaml", "cfer.training.basic.BasicPhaseConfig"),
      ("incremental.yaml", "cfer.continual.IncrementalConfig"),
-     ("incremental_rafdb.yaml", "cfer.continual.IncrementalConfig")],
+     ("incremental_rafdb.yaml", "cfer.continual.IncrementalConfig"),
+     ("incremental_affect.yaml", "cfer.continual.IncrementalConfig")],
 )
 def test_shipped_presets_load(name: str, dataclass_path: str) -> None:
     import importlib

@@ -198,6 +198,8 @@ class IncrementalBenchmark:
     subjects: dict[str, list[int]]  # subject ids of each split
     data: dict[str, TaskAwareSupervisedClassificationDataset]  # whole splits, labels in arrival order
     three_field_data: dict[str, TaskAwareSupervisedClassificationDataset]  # the same, items (x, y, task)
+    # (valence, arousal) of each split's samples by sample_id, (n, 2), when the images have them
+    valence_arousal: dict[str, Tensor] | None = None
 
     @property
     def n_experiences(self) -> int:
@@ -268,6 +270,7 @@ def build_benchmark(
     data: dict[str, TaskAwareSupervisedClassificationDataset] = {}
     three_field_data: dict[str, TaskAwareSupervisedClassificationDataset] = {}
     subjects: dict[str, list[int]] = {}
+    affect: dict[str, Tensor] = {}
     for code, split in enumerate(SPLITS):
         keep = (ordered_codes == code).nonzero().flatten()
         part = ordered.subset(keep)
@@ -276,6 +279,8 @@ def build_benchmark(
         if missing:
             raise ValueError(f"split {split!r} has no images of {[names[i] for i in missing]}")
         inputs = None if cache is None else cache[rows[keep]]
+        if part.valence_arousal is not None:
+            affect[split] = part.valence_arousal
         data[split] = to_classification_dataset(part, *transforms, inputs=inputs)
         three_field_data[split] = to_classification_dataset(part, *transforms, inputs=inputs, sample_ids_in_batch=False)
     scenario = class_incremental_benchmark(
@@ -288,7 +293,8 @@ def build_benchmark(
         len(compound_order) + 1,
         {split: len(d) for split, d in data.items()},
     )
-    return IncrementalBenchmark(scenario, names, len(basic_classes), subjects, data, three_field_data)
+    return IncrementalBenchmark(scenario, names, len(basic_classes), subjects, data, three_field_data,
+                                affect if ordered.valence_arousal is not None else None)
 
 
 def _split_codes(dataset: FaceExpressionDataset, splits: np.ndarray | dict[str, list[int]]) -> np.ndarray:

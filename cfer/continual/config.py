@@ -49,6 +49,11 @@ class IncrementalConfig:
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(enabled=False))  # as the basic phase
     feature_cache: FeatureCacheConfig = field(default_factory=FeatureCacheConfig)  # frozen trunk computed once
     strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-strategy config fields
+    # valence/arousal (when basic.model.regression_outputs > 0): weight of the teacher-bounded regression
+    # loss against the basic-phase model, added to every strategy that keeps the regressor (0: left untrained)
+    regression_weight: float = 1.0
+    regression_margin: float = 0.0  # teacher-bounded loss: margin m (as cfer distill)
+    regression_nu: float = 0.5  # teacher-bounded loss: weight of the bounded term (Chen et al. 2017)
     # 'held-out': choose on validation subjects, report test subjects; 'reference': as the reference code,
     # run every basic fold and keep the best on its test subjects, early-stop each step on the test images
     # it reports and rank PSMR by logit (optimistic, for comparison)

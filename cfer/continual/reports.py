@@ -24,7 +24,7 @@ from cfer.continual.metrics import (
     overall_accuracy,
 )
 from cfer.io import atomic_write_text, save_figure, write_json
-from cfer.reports import plot_confusion_matrix
+from cfer.reports import AXES, plot_confusion_matrix
 
 __all__ = ["format_incremental_summary", "plot_accuracy_curves", "summarize_run", "write_reports"]
 
@@ -76,7 +76,7 @@ def summarize_run(
         )
     rows = [step["experience_accuracy"] for step in records]
     last = records[-1] if records else None
-    return {
+    return _affect_summary(records) | {
         "strategy": name,
         "order": list(benchmark.classes[benchmark.num_basic :]),
         "classes": list(benchmark.classes),
@@ -96,6 +96,20 @@ def summarize_run(
         "cpu_seconds": float(sum(s["cpu_seconds"] for s in records)),
         "steps": records,
     }
+
+
+AFFECT_FIELDS = tuple(f"{when}_{axis}_{metric}" for when in ("basic", "final") for axis in AXES
+                      for metric in ("rmse", "ccc"))
+"""Valence/arousal figures of a run: the basic model's (step 0) and the final model's, on every test image."""
+
+
+def _affect_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """:data:`AFFECT_FIELDS` from the first and last steps' ``affect`` records (empty when they have none)."""
+    if not records or "affect" not in records[0] or "affect" not in records[-1]:
+        return {}
+    ends = {"basic": records[0]["affect"]["all"], "final": records[-1]["affect"]["all"]}
+    return {f"{when}_{axis}_{metric}": ends[when][axis][metric] for when in ends for axis in AXES
+            for metric in ("rmse", "ccc")}
 
 
 def _mean_std(values: Sequence[float | None]) -> dict[str, float | None]:
@@ -118,6 +132,7 @@ def _aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "backward_transfer",
         "wall_seconds",
         "cpu_seconds",
+        *AFFECT_FIELDS,
     )
     # the time of an incremental step (experience 0 only registers the basic classes)
     step_seconds = [
@@ -229,6 +244,7 @@ def _markdown(summary: Mapping[str, Any]) -> str:
                 else:
                     cells.append("–")
             lines.append(f"| {index} | {classes} | " + " | ".join(cells) + " |")
+    lines += _affect_markdown(strategies)
     lines += ["", f"Wall time {summary['wall_seconds']:.0f} s, process CPU time {summary['cpu_seconds']:.0f} s (this session).", ""]
     return "\n".join(lines)
 
@@ -293,6 +309,23 @@ def write_reports(
     return summary
 
 
+def _affect_markdown(strategies: Mapping[str, Any]) -> list[str]:
+    """The valence/arousal table (basic model → final model), or nothing when no run has one."""
+    rows = [(name, entry["aggregate"]) for name, entry in strategies.items()
+            if entry["aggregate"].get("final_valence_rmse", {}).get("mean") is not None]
+    if not rows:
+        return []
+    lines = ["", "## Valence and arousal", "",
+             "Test subjects, every class's images; the basic-phase model (step 0) → the final model, mean over "
+             "orders. The regressor is kept by the teacher-bounded loss against the basic model.", "",
+             "| strategy | valence RMSE | arousal RMSE | valence CCC | arousal CCC |", "|---|---|---|---|---|"]
+    for name, a in rows:
+        cells = [f"{_fmt(a[f'basic_{axis}_{metric}']['mean'])} → {_fmt(a[f'final_{axis}_{metric}']['mean'])}"
+                 for metric in ("rmse", "ccc") for axis in AXES]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def format_incremental_summary(summary: Mapping[str, Any], out_dir: str | Path) -> str:
     """A few lines for the terminal: overall and final accuracies per strategy, and where files are.
 
@@ -320,6 +353,10 @@ def format_incremental_summary(summary: Mapping[str, Any], out_dir: str | Path) 
             f"compound {_fmt(a['final_compound_accuracy']['mean'])}), forgetting "
             f"{_fmt(a['average_forgetting']['mean'])}, BWT {_fmt(a['backward_transfer']['mean'])}{state}"
         )
+        if a.get("final_valence_rmse", {}).get("mean") is not None:
+            lines.append("  valence/arousal RMSE " + ", ".join(
+                f"{axis} {_fmt(a[f'basic_{axis}_rmse']['mean'])} → {_fmt(a[f'final_{axis}_rmse']['mean'])}"
+                for axis in AXES) + " (basic model → final, every test image)")
     lines.append(f"time: {summary['wall_seconds']:.0f} s wall, {summary['cpu_seconds']:.0f} s CPU")
     lines.append(f"results: {out_dir / 'results.md'}, {out_dir / 'results.json'}, {out_dir / 'accuracy_vs_classes.png'}")
     return "\n".join(lines)

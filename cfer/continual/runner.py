@@ -49,6 +49,7 @@ from cfer.continual.benchmark import (
 from cfer.continual.config import IncrementalConfig
 from cfer.continual.evaluation import RunLoggers, make_evaluator, read_step_metrics
 from cfer.continual.reports import summarize_run, write_reports
+from cfer.core.distillation import frozen_copy
 from cfer.core.sorting import representative_memory_size
 from cfer.core.trunk import (
     BackboneSplit,
@@ -64,11 +65,13 @@ from cfer.data.splits import split_policy
 from cfer.io import read_json, write_json
 from cfer.models.checkpoint import save_checkpoint
 from cfer.models.classifier import freeze_backbone
+from cfer.reports import affect_metrics
 from cfer.taxonomy import COMPOUND
 from cfer.training.basic import basic_classes, load_basic_model, run_basic_phase
 from cfer.training.loop import resolve_device
 from strategies import (
     STRATEGIES,
+    BoundedRegressionPlugin,
     RestoreContext,
     Strategy,
     StrategySpec,
@@ -209,7 +212,8 @@ def run_stream(
             eval_mb_size=config.eval_batch_size,
             device=device,
             evaluator=make_evaluator(len(benchmark.classes), loggers),
-            plugins=[*monitors.plugins(), *checkpoint.plugins()],
+            plugins=[*monitors.plugins(), *checkpoint.plugins(),
+                     *_regression_plugins(spec, benchmark, _student(basic_model, split), config)],
             memory_size=memory_size,
             **_strategy_options(name, spec, benchmark, config),
         )
@@ -221,7 +225,7 @@ def run_stream(
                                                                                     benchmark.n_experiences)
         for index in tqdm(range(len(steps), last), desc=f"{name} {run_dir.name}", initial=len(steps), total=last,
                           dynamic_ncols=True, leave=False):
-            steps.append(_run_experience(strategy, scenario, index, benchmark, monitors, config))
+            steps.append(_run_experience(strategy, model, scenario, index, benchmark, monitors, config))
             checkpoint.save(strategy, trained_model(strategy, model), steps)
     finally:
         loggers.close()
@@ -291,7 +295,38 @@ def _feature_cache(
 
 def _student(model: torch.nn.Module, split: BackboneSplit | None) -> torch.nn.Module:
     """What a strategy trains: the whole model, or with a feature cache, its tail and head over activations."""
-    return model if split is None else TailClassifier(split.apply_to(model.backbone).tail, model.head)
+    if split is None:
+        return model
+    return TailClassifier(split.apply_to(model.backbone).tail, model.head, getattr(model, "regressor", None))
+
+
+def _regression_plugins(spec: StrategySpec, benchmark: IncrementalBenchmark, basic_student: torch.nn.Module,
+                        config: IncrementalConfig) -> list[BoundedRegressionPlugin]:
+    """The teacher-bounded valence/arousal term against the basic model, where the model and data have them."""
+    if (getattr(basic_student, "regressor", None) is None or benchmark.valence_arousal is None
+            or not spec.keeps_regression or config.regression_weight == 0):
+        return []
+    return [BoundedRegressionPlugin(frozen_copy(basic_student), benchmark.valence_arousal["train"],
+                                    config.regression_weight, config.regression_margin, config.regression_nu)]
+
+
+@torch.no_grad()
+def _affect_scores(model: torch.nn.Module, benchmark: IncrementalBenchmark, seen: int,
+                   device: torch.device, batch_size: int) -> dict[str, Any] | None:
+    """Valence/arousal metrics of the test subjects: the images of the classes seen so far, and all of them."""
+    if getattr(model, "regressor", None) is None or benchmark.valence_arousal is None:
+        return None
+    test = benchmark.data["test"].eval()
+    loader = torch.utils.data.DataLoader(test, batch_size=batch_size, shuffle=False,
+                                         generator=torch.Generator())  # leaves the global generator alone
+    was_training = model.training
+    model.eval()
+    outputs = torch.cat([model.regress(batch[0].to(device)).float().cpu() for batch in loader])
+    model.train(was_training)
+    targets = benchmark.valence_arousal["test"]
+    mask = torch.as_tensor(list(test.targets)) < seen
+    return {"seen": affect_metrics(outputs[mask].numpy(), targets[mask].numpy()),
+            "all": affect_metrics(outputs.numpy(), targets.numpy())}
 
 
 def _stream_data(config: IncrementalConfig, basic_names: tuple[str, ...]) -> tuple[FaceExpressionDataset, tuple[str, ...]]:
@@ -364,6 +399,7 @@ def _strategy_options(
 
 def _run_experience(
     strategy: Strategy,
+    model: torch.nn.Module,
     scenario: Any,
     index: int,
     benchmark: IncrementalBenchmark,
@@ -383,6 +419,10 @@ def _run_experience(
     train_seconds = time.perf_counter() - wall
     results = strategy.eval(scenario.test_stream[: index + 1])
     step = read_step_metrics(results, index + 1)
+    affect = _affect_scores(trained_model(strategy, model), benchmark, benchmark.num_basic + index,
+                            strategy.device, config.eval_batch_size)
+    if affect is not None:
+        step["affect"] = affect
     step.update(
         step=index,
         new_classes=list(benchmark.classes_of(index)),

@@ -1,8 +1,9 @@
 """Training a head (a linear probe, an MLP) on features computed once: the one loop for it.
 
 The basic phase's head stage, the Grad-CAM linear probe and the few-shot linear probe all fit a
-small module on frozen-backbone features. :func:`fit_head` is that loop: mini-batches (or the full
-batch), an optional extra loss term, an optional validation set with early stopping.
+small module on frozen-backbone features, and the basic phase fits its valence/arousal regressor
+the same way. :func:`fit_head` is that loop: mini-batches (or the full batch), cross-entropy or
+another criterion, an optional extra loss term, an optional validation set with early stopping.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ __all__ = ["HeadEpoch", "fit_head"]
 
 
 class HeadEpoch(TypedDict):
-    """What one epoch of :func:`fit_head` measured (validation entries are None without one)."""
+    """What one epoch of :func:`fit_head` measured (validation entries are None without one; accuracies
+    are None for targets that are not class indices)."""
 
     train_loss: float
-    train_accuracy: float
+    train_accuracy: float | None
     val_loss: float | None
     val_accuracy: float | None
 
@@ -41,13 +43,15 @@ def fit_head(
     validation: tuple[Tensor, Tensor] | None = None,
     stopper: EarlyStopping | None = None,
     snapshot: nn.Module | None = None,
+    criterion: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
 ) -> list[HeadEpoch]:
-    """Fit ``head`` to map ``features`` to ``targets`` with cross-entropy.
+    """Fit ``head`` to map ``features`` to ``targets``, by cross-entropy unless told otherwise.
 
     Args:
-        head: Maps features ``(batch, feature_dim)`` to logits ``(batch, classes)``.
+        head: Maps features ``(batch, feature_dim)`` to logits ``(batch, classes)`` (or, with another
+            ``criterion``, to whatever it compares with the targets).
         features: Training features, shape ``(n, feature_dim)``.
-        targets: Class indices, shape ``(n,)``.
+        targets: Class indices, shape ``(n,)``; or float targets ``(n, d)`` for a regression ``criterion``.
         optimizer: Optimizer over ``head``'s parameters.
         epochs: Passes over the data (with the full batch: optimisation steps).
         batch_size: Mini-batch size, batches drawn by a random permutation every epoch; None for
@@ -58,6 +62,7 @@ def fit_head(
         stopper: Early stopping on the validation loss; needs ``validation``. Training stops when
             it says so; restoring the best weights is left to the caller.
         snapshot: Module whose weights ``stopper`` keeps; ``head`` if None.
+        criterion: ``(outputs, targets) -> scalar loss``, used for training and validation.
 
     Returns:
         One record per epoch run.
@@ -68,24 +73,26 @@ def fit_head(
     if stopper is not None and validation is None:
         raise ValueError("early stopping needs a validation set")
     history: list[HeadEpoch] = []
+    classes = not targets.is_floating_point()
     for epoch in range(epochs):
         head.train()
         total, correct = 0.0, 0
         for batch in _batches(len(features), batch_size, generator):
             inputs, labels = (features, targets) if batch is None else (features[batch], targets[batch])
             logits = head(inputs)
-            loss = F.cross_entropy(logits, labels)
+            loss = criterion(logits, labels)
             if penalty is not None:
                 loss = loss + penalty()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.item() * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
-        record = HeadEpoch(train_loss=total / len(features), train_accuracy=correct / len(features),
+            if classes:
+                correct += int((logits.argmax(1) == labels).sum())
+        record = HeadEpoch(train_loss=total / len(features), train_accuracy=correct / len(features) if classes else None,
                            val_loss=None, val_accuracy=None)
         if validation is not None:
-            record["val_loss"], record["val_accuracy"] = _score(head, *validation)
+            record["val_loss"], record["val_accuracy"] = _score(head, *validation, criterion)
         history.append(record)
         if stopper is not None and stopper.step(record["val_loss"], snapshot or head, epoch):
             break
@@ -100,7 +107,9 @@ def _batches(n: int, batch_size: int | None, generator: torch.Generator | None) 
 
 
 @torch.no_grad()
-def _score(head: nn.Module, features: Tensor, targets: Tensor) -> tuple[float, float]:
+def _score(head: nn.Module, features: Tensor, targets: Tensor,
+           criterion: Callable[[Tensor, Tensor], Tensor]) -> tuple[float, float | None]:
     head.eval()
     logits = head(features)
-    return F.cross_entropy(logits, targets).item(), float((logits.argmax(1) == targets).float().mean())
+    accuracy = None if targets.is_floating_point() else float((logits.argmax(1) == targets).float().mean())
+    return criterion(logits, targets).item(), accuracy

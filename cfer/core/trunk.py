@@ -260,12 +260,15 @@ class TailClassifier(nn.Module):
     Args:
         tail: The split's tail (activations to pooled features).
         head: The classifier head, with ``num_classes`` and ``add_classes``.
+        regressor: The model's valence/arousal regressor on the pooled features, if it has one
+            (read by :meth:`regress`; the logits of :meth:`forward` do not depend on it).
     """
 
-    def __init__(self, tail: nn.Module, head: nn.Module) -> None:
+    def __init__(self, tail: nn.Module, head: nn.Module, regressor: nn.Module | None = None) -> None:
         super().__init__()
         self.backbone = tail
         self.head = head
+        self.regressor = regressor
 
     @property
     def num_classes(self) -> int:
@@ -285,6 +288,16 @@ class TailClassifier(nn.Module):
         """Logits ``(batch, num_classes)`` of trunk activations ``(batch, C, h, w)``."""
         return self.head(self.backbone(activations))
 
+    def regress(self, activations: Tensor) -> Tensor:
+        """Regression outputs ``(batch, outputs)`` of trunk activations ``(batch, C, h, w)``.
+
+        Raises:
+            ValueError: If there is no regressor.
+        """
+        if self.regressor is None:
+            raise ValueError("this classifier has no regression outputs")
+        return self.regressor(self.backbone(activations))
+
     def into(self, model: nn.Module) -> nn.Module:
         """Copy this tail's and head's weights into the full ``model`` they were split from (in place).
 
@@ -298,6 +311,8 @@ class TailClassifier(nn.Module):
         if missing > 0:
             model.add_classes(missing)
         model.head.load_state_dict(self.head.state_dict())
+        if self.regressor is not None:
+            model.regressor.load_state_dict(self.regressor.state_dict())
         for name, unit in zip(self.backbone.names, self.backbone.units):
             model.backbone.get_submodule(name).load_state_dict(unit.state_dict())
         return model

@@ -1,11 +1,8 @@
 """What a distilled model is judged on: valence/arousal agreement, and its cost on the CPU.
 
-Valence/arousal follow the AffectNet / EmoNet conventions (Mollahosseini et al. 2017; Toisoul et
-al. 2021): RMSE, Pearson's correlation (PCC), Lin's concordance correlation coefficient
-``CCC = 2 cov(x, y) / (var x + var y + (mean x - mean y)^2)``, and the sign agreement rate (SAGR, the
-share of samples whose prediction has the sign of the label). Cost: parameters, multiply-accumulates
-of one image (``torch.utils.flop_counter``, FLOPs / 2), median CPU latency at batch 1 and throughput
-at batch 32.
+Valence/arousal: :func:`cfer.reports.affect_metrics` (RMSE, PCC, CCC, SAGR; re-exported here).
+Cost: parameters, multiply-accumulates of one image (``torch.utils.flop_counter``, FLOPs / 2),
+median CPU latency at batch 1 and throughput at batch 32.
 """
 
 from __future__ import annotations
@@ -13,45 +10,13 @@ from __future__ import annotations
 import statistics
 import time
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cfer.reports import affect_metrics, ccc
+
 __all__ = ["affect_metrics", "ccc", "model_cost"]
-
-AXES = ("valence", "arousal")
-
-
-def ccc(prediction: np.ndarray, target: np.ndarray) -> float:
-    """Lin's concordance correlation coefficient of two vectors (population moments)."""
-    prediction, target = np.asarray(prediction, np.float64), np.asarray(target, np.float64)
-    covariance = ((prediction - prediction.mean()) * (target - target.mean())).mean()
-    denominator = prediction.var() + target.var() + (prediction.mean() - target.mean()) ** 2
-    return float(2 * covariance / denominator) if denominator > 0 else 0.0
-
-
-def affect_metrics(prediction: np.ndarray, target: np.ndarray) -> dict[str, dict[str, float]]:
-    """RMSE, PCC, CCC and SAGR of each axis.
-
-    Args:
-        prediction: (N, 2) predicted (valence, arousal).
-        target: (N, 2) labels; rows with a NaN are left out.
-
-    Returns:
-        ``{"valence": {"rmse", "pcc", "ccc", "sagr"}, "arousal": {...}}``.
-    """
-    prediction, target = np.asarray(prediction, np.float64), np.asarray(target, np.float64)
-    keep = ~np.isnan(target).any(axis=1)
-    prediction, target = prediction[keep], target[keep]
-    results = {}
-    for axis, name in enumerate(AXES):
-        p, t = prediction[:, axis], target[:, axis]
-        pcc = float(np.corrcoef(p, t)[0, 1]) if p.std() > 0 and t.std() > 0 else 0.0
-        results[name] = {"rmse": float(np.sqrt(((p - t) ** 2).mean())), "pcc": pcc, "ccc": ccc(p, t),
-                         "sagr": float((np.sign(p) == np.sign(t)).mean())}
-    return results
-
 
 def model_cost(model: nn.Module, size: int, repeats: int = 30, batch: int = 32) -> dict[str, float]:
     """Parameters, MACs per image, median CPU latency (batch 1) and throughput (batch ``batch``).

@@ -79,10 +79,13 @@ class ExpressionClassifier(nn.Module):
         self.head = head
         self.config = config
         outputs = config.regression_outputs if config is not None else 0
-        # a multi-task model: bounded regression outputs (valence, arousal in [-1, 1]) on the same features
-        self.regressor: nn.Module | None = (
-            nn.Sequential(nn.Linear(feature_dim(backbone), outputs), nn.Tanh()) if outputs > 0 else None
-        )
+        # a multi-task model: bounded regression outputs (valence, arousal in [-1, 1]) on the same features;
+        # initialised from a fork of the global random stream, so that adding them changes nothing of the
+        # classes' training (dropout masks and every later draw stay those of the model without them)
+        self.regressor: nn.Module | None = None
+        if outputs > 0:
+            with torch.random.fork_rng(devices=[]):
+                self.regressor = nn.Sequential(nn.Linear(feature_dim(backbone), outputs), nn.Tanh())
         # train() below covers calls on this model; the hooks also cover code that switches the
         # backbone itself to training mode, as Avalanche's iCaRL does with its feature extractor.
         for submodule in backbone.modules():
@@ -160,10 +163,21 @@ class ExpressionClassifier(nn.Module):
         Raises:
             ValueError: If the model has no regression outputs (``ModelConfig.regression_outputs``).
         """
+        features = self.features(images)
+        return self.head(features), self._regressor()(features)
+
+    def regress(self, images: Tensor) -> Tensor:
+        """Regression outputs (valence, arousal in [-1, 1]), shape ``(batch, regression_outputs)``.
+
+        Raises:
+            ValueError: If the model has no regression outputs.
+        """
+        return self._regressor()(self.features(images))
+
+    def _regressor(self) -> nn.Module:
         if self.regressor is None:
             raise ValueError("this model has no regression outputs; build it with ModelConfig(regression_outputs=2)")
-        features = self.features(images)
-        return self.head(features), self.regressor(features)
+        return self.regressor
 
     def train(self, mode: bool = True) -> ExpressionClassifier:
         """Set training mode, keeping frozen BatchNorm layers in eval mode.

@@ -7,6 +7,13 @@ distillation teacher. Here each fold keeps three disjoint subject sets: ``train`
 stopping and fold selection) and ``test`` (the fold's held-out subjects, which are reported and never
 used to select anything). The reference selects on the split it reports; this does not.
 
+A model built with ``model.regression_outputs=2`` also learns valence and arousal: once both stages
+have trained the classes, its regressor (a linear layer and tanh on the pooled features) is fitted
+to the images' (valence, arousal) with SmoothL1 on the fixed features, early-stopped on the
+validation subjects, and scored on the test subjects (RMSE, PCC, CCC, SAGR); the continual phase
+then keeps it with the teacher-bounded loss (:class:`strategies.BoundedRegressionPlugin`). The
+classes are trained exactly as without it.
+
 A run directory holds, per fold, ``fold_<k>/model.safetensors``, ``metrics.json``,
 ``confusion_matrix.png`` and ``curves.png``; at the top, ``config.yaml`` (the resolved config),
 ``model.safetensors`` (the selected fold's model) and ``metrics.json`` (all folds). Every file is
@@ -30,6 +37,7 @@ from cfer.config import check_resumable, save_config
 from cfer.core.early_stopping import EarlyStopping
 from cfer.core.head_training import fit_head
 from cfer.core.inference import predict
+from cfer.core.kd import masked_smooth_l1
 from cfer.core.trunk import (
     FeatureCache,
     FeatureCacheConfig,
@@ -44,7 +52,7 @@ from cfer.data.splits import SubjectSplit, assign_splits, split_indices, split_p
 from cfer.io import atomic_write, read_json, write_json
 from cfer.models.checkpoint import load_checkpoint, save_checkpoint
 from cfer.models.classifier import ModelConfig, create_model, freeze_backbone
-from cfer.reports import classification_metrics, plot_confusion_matrix, plot_curves
+from cfer.reports import affect_metrics, classification_metrics, plot_confusion_matrix, plot_curves
 from cfer.taxonomy import BASIC, NEUTRAL
 from cfer.training.augment import AugmentConfig, BatchAugment, make_preprocess
 from cfer.training.loop import Trainer, make_loader, resolve_device
@@ -81,6 +89,8 @@ class BasicPhaseConfig:
     finetune_epochs: int = 10  # stage 2: epochs with the upper blocks trainable
     finetune_lr: float = 2e-4  # stage 2 learning rate (Adam), lower as in the paper
     patience: int = 4  # epochs without a lower validation loss before a stage stops
+    regression_epochs: int = 60  # valence/arousal regressor epochs on the final features (model.regression_outputs > 0)
+    regression_lr: float = 3e-4  # its learning rate (Adam)
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda[:k]"
     progress: bool = True  # progress bars
 
@@ -112,6 +122,7 @@ def run_basic_phase(config: BasicPhaseConfig, out_dir: str | Path, dataset: Face
     dataset = load_dataset(config.data, classes) if dataset is None else dataset.select_classes(classes)
     write_skipped(dataset.skipped, out_dir)
     _check_classes(dataset, config)
+    _check_regression(dataset, config)
     policy = split_policy(dataset, config.data.split)
     save_config(config, out_dir / "config.yaml")  # once the data is read: a run refused for its data is no run
     logger.info("basic phase on %d images of %s, classes %s; %s split", len(dataset),
@@ -159,6 +170,13 @@ def _check_classes(dataset: FaceExpressionDataset, config: BasicPhaseConfig) -> 
                          f"{config.data.root} has none of {empty}; add them, or use another data.source")
 
 
+def _check_regression(dataset: FaceExpressionDataset, config: BasicPhaseConfig) -> None:
+    if config.model.regression_outputs and dataset.valence_arousal is None:
+        raise ValueError(f"model.regression_outputs={config.model.regression_outputs} needs (valence, arousal) per "
+                         f"image, and {config.data.source} at {config.data.root} has none; set "
+                         "model.regression_outputs=0, or use data with valence/arousal (the synthetic source has them)")
+
+
 def load_basic_model(run_dir: str | Path):
     """Loads the selected model of a finished basic-phase run.
 
@@ -195,6 +213,8 @@ def _run_fold(config: BasicPhaseConfig, dataset: FaceExpressionDataset, fold: in
             continue
         _train_stage(config, trainer, stage, train, val, stopper, progress, fold)
         stopper.restore(trainer.model)
+    if trainer.model.regressor is not None:
+        _fit_regressor(trainer, train, val, config, progress.generator)
     result = _evaluate_fold(trainer, dataset, split, (val, test), fold, fold_dir)
     result.update(seconds=time.perf_counter() - fold_start, history=progress.history,
                   train_images_per_second=float(np.median(progress.throughput)) if progress.throughput else 0.0,
@@ -301,6 +321,8 @@ def _evaluate_fold(trainer: Trainer, dataset: FaceExpressionDataset, split: Subj
     test_eval = trainer.evaluate(make_loader(test, 256, shuffle=False, device=trainer.device), "test")
     val_eval = trainer.evaluate(make_loader(val, 256, shuffle=False, device=trainer.device), "val")
     test_metrics = classification_metrics(test_eval.targets, test_eval.predictions, dataset.classes)
+    if trainer.model.regressor is not None:
+        test_metrics["affect"] = affect_metrics(_regress(trainer, test).numpy(), test.valence_arousal.numpy())
     save_checkpoint(trainer.model.cpu(), fold_dir / "model.safetensors",
                     {"classes": list(dataset.classes), "phase": "basic", "fold": fold})
     plot_confusion_matrix(test_metrics["confusion_matrix"], dataset.classes, fold_dir / "confusion_matrix.png",
@@ -411,6 +433,33 @@ def _features(trainer: Trainer, dataset: FaceExpressionDataset) -> torch.Tensor:
     images = torch.utils.data.TensorDataset(dataset.images)
     return predict(trainer.model.features, images, batch_size=256, device=trainer.device,
                    preprocess=lambda batch: trainer.inputs(batch, train=False), out_device=None)
+
+
+def _fit_regressor(trainer: Trainer, train: FaceExpressionDataset, val: FaceExpressionDataset,
+                   config: BasicPhaseConfig, generator: torch.Generator) -> None:
+    """Fits the valence/arousal regressor on the trained backbone's features (SmoothL1, early-stopped on val)."""
+    regressor = trainer.model.regressor
+    train_features, val_features = (_features(trainer, d) for d in (train, val))
+    targets = [d.valence_arousal.to(trainer.device) for d in (train, val)]
+    # Start from the mean predictor (zero weights, the training mean as bias): on a thousand features a
+    # random start saturates the tanh at once, and early stopping can then only improve on the mean.
+    with torch.no_grad():
+        layer = regressor[0]
+        layer.weight.zero_()
+        layer.bias.copy_(torch.atanh(targets[0].nanmean(0).clamp(-0.95, 0.95)))
+    optimizer = torch.optim.Adam(regressor.parameters(), lr=config.regression_lr)
+    stopper = EarlyStopping(config.patience)
+    history = fit_head(regressor, train_features, targets[0], optimizer, config.regression_epochs,
+                       batch_size=config.batch_size, generator=generator, validation=(val_features, targets[1]),
+                       stopper=stopper, criterion=masked_smooth_l1)
+    stopper.restore(regressor)
+    logger.info("valence/arousal regressor: %d epochs, best val SmoothL1 %.4f", len(history), stopper.best_loss)
+
+
+@torch.no_grad()
+def _regress(trainer: Trainer, dataset: FaceExpressionDataset) -> torch.Tensor:
+    """The model's (valence, arousal) of every image, shape (N, 2), on the CPU."""
+    return trainer.model.regressor(_features(trainer, dataset)).cpu()
 
 
 def _head_l2(model: torch.nn.Module) -> torch.Tensor:

@@ -75,3 +75,18 @@ def test_minibatches_follow_the_generator_and_early_stopping_ends_training() -> 
     assert torch.equal(torch.cat(seen), features[order])
     with pytest.raises(ValueError, match="validation"):
         fit_head(head, features, targets, torch.optim.SGD(head.parameters(), lr=0.1), 1, stopper=stopper)
+
+
+def test_a_regression_criterion_takes_float_targets_and_reports_no_accuracy() -> None:
+    generator = torch.Generator().manual_seed(0)
+    features, targets = torch.randn(6, 4, generator=generator), torch.rand(6, 2, generator=generator)
+    head = nn.Linear(4, 2)
+    weight = head.weight.detach().clone().requires_grad_()
+    loss = F.smooth_l1_loss(features @ weight.T + head.bias.detach(), targets)
+    loss.backward()
+    history = fit_head(head, features, targets, torch.optim.SGD(head.parameters(), lr=0.1), epochs=1,
+                       validation=(features, targets), criterion=F.smooth_l1_loss)
+    assert torch.allclose(head.weight, weight - 0.1 * weight.grad, atol=1e-6)
+    assert history[0]["train_loss"] == pytest.approx(loss.item(), abs=1e-6)
+    assert history[0]["train_accuracy"] is None and history[0]["val_accuracy"] is None
+    assert history[0]["val_loss"] == pytest.approx(F.smooth_l1_loss(head(features), targets).item(), abs=1e-6)

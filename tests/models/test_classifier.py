@@ -296,3 +296,15 @@ def test_multitask_model_keeps_its_regression_outputs_when_classes_are_added() -
     plain = create_model(ModelConfig(backbone="test_efficientnet", pretrained="none"), 6)
     with pytest.raises(ValueError, match="no regression outputs"):
         plain.forward_multitask(images)
+
+
+def test_regression_outputs_draw_nothing_from_the_global_random_stream() -> None:
+    states, heads = [], []
+    for outputs in (0, 2):
+        torch.manual_seed(7)
+        model = create_model(ModelConfig(backbone="test_efficientnet", pretrained="none", regression_outputs=outputs), 6)
+        states.append(torch.get_rng_state())
+        heads.append(model.head.state_dict())
+    # the classes of a model with valence/arousal train exactly as those of one without
+    assert torch.equal(states[0], states[1])
+    assert all(torch.equal(heads[0][key], heads[1][key]) for key in heads[0])
