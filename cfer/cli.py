@@ -228,23 +228,49 @@ def _run_compare(args: argparse.Namespace) -> int:
 # --- cfer fewshot -----------------------------------------------------------------------------------
 
 _FEWSHOT_FLAGS = {"basic_run": "basic_run", "episodes": "episodic.episodes", "seeds": "paper.seeds",
-                  "steps": "paper.steps", "device": "device"}
+                  "device": "device", "evaluate_on": "evaluate_on"}
+_FEWSHOT_PROTOCOLS = ("fscil", "paper", "episodic")
+
+
+def _fewshot_protocols(text: str) -> list[str]:
+    """``--protocol``: comma-separated names among fscil, paper and episodic, or ``all``."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == ["all"]:
+        return list(_FEWSHOT_PROTOCOLS)
+    unknown = sorted(set(names) - set(_FEWSHOT_PROTOCOLS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown protocol(s) {unknown or text!r}; known: all, {', '.join(_FEWSHOT_PROTOCOLS)}")
+    return names
 
 
 def _fewshot_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "fewshot",
-        help="few-shot learning of compound classes: the paper's protocol and episodic evaluation",
-        description="Learn each compound class from K in {1, 3, 5, all} shots with the continual loss (the paper's "
-        "protocol, scored two ways), and run N-way K-shot episodes with a frozen backbone, ImageNet-only versus "
-        "basic-phase trained (settings: cfer.fewshot.FewShotConfig, preset configs/fewshot.yaml).",
+        help="few-shot learning of compound classes: FSCIL sessions, the paper's protocol, episodic evaluation",
+        description="Add compound classes to the basic-phase model from K shots with each few-shot method (paper, "
+        "paper+memory, imprint, teen, imprint-ft): in few-shot class-incremental sessions (fscil: 15 sessions of one "
+        "class, per-session accuracy, base/novel accuracy and their harmonic mean, beside full-data continual runs), "
+        "one class at a time as the paper does (paper: scored two ways), and in N-way K-shot episodes with a frozen "
+        "backbone, ImageNet-only versus basic-phase trained (episodic). All three run by default: on features "
+        "computed once they cost little beside the basic phase, and the paper's figure means little without the "
+        "others (settings: cfer.fewshot.FewShotConfig, preset configs/fewshot.yaml). A rerun with the same --out "
+        "reuses the features and every finished part.",
     )
     _add_config_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("runs/fewshot"), help="output directory (default: runs/fewshot)")
     parser.add_argument("--basic-run", help="a finished `cfer train-basic` run directory to reuse (key: basic_run)")
+    parser.add_argument("--protocol", type=_fewshot_protocols, default=list(_FEWSHOT_PROTOCOLS),
+                        help="comma-separated protocols to run: fscil, paper, episodic, or all (default: all; keys: "
+                        "fscil.enabled, paper.enabled, episodic.enabled)")
+    parser.add_argument("--methods", help="comma-separated few-shot methods, e.g. imprint,teen (key: methods)")
+    parser.add_argument("--reference-run", action="append", default=[], metavar="DIR",
+                        help="a finished `cfer train-incremental` run to show beside FSCIL as the full-data upper "
+                        "reference; repeatable (key: fscil.reference_runs)")
     parser.add_argument("--episodes", type=int, help="episodes per episodic setting (key: episodic.episodes)")
     parser.add_argument("--seeds", type=int, help="shot-selection seeds of the paper protocol (key: paper.seeds)")
-    parser.add_argument("--steps", type=int, help="training steps per new class (key: paper.steps)")
+    parser.add_argument("--evaluate-on", choices=["held-out", "validation"],
+                        help="score held-out subjects (default), or the basic run's validation subjects to choose "
+                        "settings (key: evaluate_on)")
     parser.add_argument("--device", help="auto, cpu or cuda (key: device)")
     parser.add_argument("--skip-paper", action="store_true", help="skip the paper's protocol")
     parser.add_argument("--skip-episodic", action="store_true", help="skip the episodic evaluation")
@@ -255,8 +281,12 @@ def _run_fewshot(args: argparse.Namespace) -> int:
     from cfer.fewshot import FewShotConfig, format_fewshot_summary, run_fewshot
 
     overrides = _flag_overrides(args, _FEWSHOT_FLAGS)
-    overrides += ["paper.enabled=false"] if args.skip_paper else []
-    overrides += ["episodic.enabled=false"] if args.skip_episodic else []
+    skipped = {"paper": args.skip_paper, "episodic": args.skip_episodic}
+    overrides += [f"{name}.enabled=false" for name in _FEWSHOT_PROTOCOLS if name not in args.protocol or skipped.get(name)]
+    if args.methods is not None:
+        overrides.append(f"methods=[{', '.join(name.strip() for name in args.methods.split(',') if name.strip())}]")
+    if args.reference_run:
+        overrides.append(f"fscil.reference_runs=[{', '.join(args.reference_run)}]")
     config = load_config(FewShotConfig, args.config, overrides + args.overrides)
     logging.getLogger("cfer.models").setLevel(logging.WARNING)  # one line per added output unit otherwise
     summary = run_fewshot(config, args.out)
@@ -398,11 +428,88 @@ def _run_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- cfer predict -----------------------------------------------------------------------------------
+
+_PREDICT_FLAGS = {"cam": "cam", "annotate": "annotate", "size": "size", "stride": "video_stride", "threads": "threads",
+                  "top_k": "predictor.top_k", "detect_every": "predictor.detect_every", "device": "predictor.device"}
+
+
+def _predict_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="expressions of the faces in photos, folders and videos, with a trained model",
+        description="Find, align and classify every face of the inputs (images, folders searched recursively, video "
+        "files read with OpenCV) with a trained model, and write predictions.csv and predictions.json (one row per "
+        "face, or per face and frame), skipped.csv for inputs that gave nothing, optional Grad-CAM overlays and an "
+        "annotated video (settings: cfer.predict.PredictConfig).",
+    )
+    _add_config_arguments(parser)
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image, video or folder")
+    parser.add_argument("--model", required=True, help="a run directory (e.g. runs/incremental), a checkpoint "
+                        "(.safetensors) or a `cfer export` file (.onnx, .pt)")
+    parser.add_argument("--out", type=Path, default=Path("runs/predict"), help="output folder (default: runs/predict)")
+    parser.add_argument("--cam", metavar="METHOD", help="write a class activation map per face, e.g. gradcam (key: cam)")
+    parser.add_argument("--annotate", metavar="OUT.mp4", help="write the (one) input video with boxes and labels "
+                        "(key: annotate)")
+    parser.add_argument("--no-detect", action="store_true", help="each image is one already cropped face "
+                        "(key: predictor.detect=false)")
+    parser.add_argument("--top-k", type=int, help="classes listed per face (key: predictor.top_k)")
+    parser.add_argument("--detect-every", type=int, help="video: a full face detection every N frames, faces "
+                        "followed in between (key: predictor.detect_every)")
+    parser.add_argument("--stride", type=int, help="video: predict every N-th frame (key: video_stride)")
+    parser.add_argument("--size", type=int, help="face-crop side in pixels; default: as trained (key: size)")
+    parser.add_argument("--device", help="auto, cpu or cuda (key: predictor.device)")
+    parser.add_argument("--threads", type=int, help="CPU threads; on a busy CPU try 1 (key: threads)")
+    parser.add_argument("--max-rows", type=int, default=20, help="rows of the printed table (default: 20)")
+    parser.set_defaults(handler=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from cfer.predict import PredictConfig, format_predict_summary, run_predict
+
+    overrides = _flag_overrides(args, _PREDICT_FLAGS) + (["predictor.detect=false"] if args.no_detect else [])
+    config = load_config(PredictConfig, args.config, overrides + args.overrides)
+    summary = run_predict(args.model, args.inputs, args.out, config)
+    print(format_predict_summary(summary, args.max_rows))
+    return 0
+
+
+# --- cfer export ------------------------------------------------------------------------------------
+
+_EXPORT_FLAGS = {"format": "format", "size": "size"}
+
+
+def _export_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a trained model to ONNX or TorchScript, its input contract in the file's metadata",
+        description="Write a trained model as ONNX (for ONNX Runtime ...) or TorchScript, with a dynamic batch axis; "
+        "the file's metadata (ONNX metadata_props, TorchScript extra file cfer_metadata.json) records the class "
+        "names, the input size, channel order, mean and std, how faces are cropped, and whether it outputs valence "
+        "and arousal (cfer.models.export.ModelSpec). The export is checked against PyTorch on synthetic faces "
+        "(settings: cfer.predict.ExportConfig).",
+    )
+    _add_config_arguments(parser)
+    parser.add_argument("--model", required=True, help="a run directory (e.g. runs/incremental) or a checkpoint")
+    parser.add_argument("--out", required=True, type=Path, help="the file to write, e.g. model.onnx or model.pt")
+    parser.add_argument("--format", help="onnx or torchscript; default: from the --out suffix (key: format)")
+    parser.add_argument("--size", type=int, help="input side in pixels; default: as trained (key: size)")
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from cfer.predict import ExportConfig, format_export_summary, run_export
+
+    config = load_config(ExportConfig, args.config, _flag_overrides(args, _EXPORT_FLAGS) + args.overrides)
+    print(format_export_summary(run_export(args.model, args.out, config)))
+    return 0
+
+
 # --- entry point ------------------------------------------------------------------------------------
 
 _PARSERS: list[Callable] = [
     _synth_parser, _preprocess_parser, _train_basic_parser, _train_incremental_parser, _compare_parser,
-    _fewshot_parser, _gradcam_parser, _distill_parser,
+    _fewshot_parser, _gradcam_parser, _distill_parser, _predict_parser, _export_parser,
 ]
 
 

@@ -6,11 +6,14 @@
 * :mod:`cfer.core.growth`: growing an output layer by whole classes;
 * :mod:`cfer.core.inference`: batched inference;
 * :mod:`cfer.core.head_training`: fitting a head on features computed once;
-* :mod:`cfer.core.early_stopping`: early stopping on a validation score.
+* :mod:`cfer.core.early_stopping`: early stopping on a validation score;
+* :mod:`cfer.core.imprinting`: weight imprinting on a cosine classifier (Qi et al. 2018);
+* :mod:`cfer.core.calibration`: TEEN's training-free prototype calibration (Wang et al. 2023).
 
 The Avalanche adapters over these are in the ``strategies`` package.
 """
 
+from cfer.core.calibration import calibrate_prototypes
 from cfer.core.distillation import (
     DistillationLoss,
     distillation_loss,
@@ -22,6 +25,7 @@ from cfer.core.distillation import (
 from cfer.core.early_stopping import EarlyStopping
 from cfer.core.growth import expand_linear, glorot_linear
 from cfer.core.head_training import HeadEpoch, fit_head
+from cfer.core.imprinting import CosineClassifier, class_means, imprint_weights
 from cfer.core.inference import predict
 from cfer.core.sorting import (
     SCORES,
@@ -35,15 +39,19 @@ from cfer.core.sorting import (
 
 __all__ = [
     "SCORES",
+    "CosineClassifier",
     "DistillationLoss",
     "EarlyStopping",
     "HeadEpoch",
     "Score",
+    "calibrate_prototypes",
+    "class_means",
     "distillation_loss",
     "expand_linear",
     "fit_head",
     "frozen_copy",
     "glorot_linear",
+    "imprint_weights",
     "kd_weight",
     "memory_per_class",
     "pad_logits",

@@ -1,4 +1,5 @@
-"""Few-shot learning of compound expressions: episode sampling, the paper's protocol, episodic evaluation."""
+"""Few-shot learning of compound expressions: methods that add classes from K shots, the paper's protocol,
+few-shot class-incremental sessions (FSCIL), episode sampling and episodic evaluation."""
 
 from cfer.fewshot.classifiers import (
     EPISODE_CLASSIFIERS,
@@ -8,7 +9,11 @@ from cfer.fewshot.classifiers import (
     create_episode_classifier,
     register_episode_classifier,
 )
-from cfer.fewshot.config import FewShotConfig, default_fewshot_basic_phase
+from cfer.fewshot.config import (
+    DEFAULT_METHODS,
+    FewShotConfig,
+    default_fewshot_basic_phase,
+)
 from cfer.fewshot.episodic import (
     CLASS_POOLS,
     EpisodicConfig,
@@ -16,6 +21,40 @@ from cfer.fewshot.episodic import (
     evaluate_episodes,
 )
 from cfer.fewshot.features import FeatureSet, extract_features
+from cfer.fewshot.fscil import (
+    FSCILConfig,
+    ReferenceResult,
+    reference_results,
+    run_fscil_method,
+)
+from cfer.fewshot.methods import (
+    FEWSHOT_METHODS,
+    BaseSession,
+    FewShotLearner,
+    ImprintConfig,
+    ImprintFinetuneConfig,
+    ImprintFinetuneLearner,
+    ImprintLearner,
+    MethodSpec,
+    PaperConfig,
+    PaperLearner,
+    PaperMemoryConfig,
+    PaperMemoryLearner,
+    TeenConfig,
+    TeenLearner,
+    check_method_options,
+    create_learner,
+    method_config,
+)
+from cfer.fewshot.metrics import (
+    SESSION_METRICS,
+    RunSummary,
+    SessionScores,
+    harmonic_mean,
+    performance_drop,
+    session_scores,
+    summarize_runs,
+)
 from cfer.fewshot.protocol import (
     PaperProtocolConfig,
     evaluate_new_class,
@@ -27,36 +66,68 @@ from cfer.fewshot.protocol import (
 from cfer.fewshot.reports import format_fewshot_summary, write_fewshot_reports
 from cfer.fewshot.runner import run_fewshot, split_subjects
 from cfer.fewshot.sampler import Episode, EpisodeSampler, LabelledSamples
+from cfer.fewshot.sessions import Session, SessionSampler
 from cfer.fewshot.stats import MeanCI, mean_ci
 
 __all__ = [
     "CLASS_POOLS",
+    "DEFAULT_METHODS",
     "EPISODE_CLASSIFIERS",
+    "FEWSHOT_METHODS",
+    "SESSION_METRICS",
+    "BaseSession",
     "Episode",
     "EpisodeClassifier",
     "EpisodeSampler",
     "EpisodicConfig",
+    "FSCILConfig",
     "FeatureSet",
     "FewShotConfig",
+    "FewShotLearner",
+    "ImprintConfig",
+    "ImprintFinetuneConfig",
+    "ImprintFinetuneLearner",
+    "ImprintLearner",
     "LabelledSamples",
     "LinearProbe",
     "MeanCI",
+    "MethodSpec",
+    "PaperConfig",
+    "PaperLearner",
+    "PaperMemoryConfig",
+    "PaperMemoryLearner",
     "PaperProtocolConfig",
     "PrototypeClassifier",
+    "ReferenceResult",
+    "RunSummary",
+    "Session",
+    "SessionSampler",
+    "SessionScores",
+    "TeenConfig",
+    "TeenLearner",
+    "check_method_options",
     "class_pool",
     "create_episode_classifier",
+    "create_learner",
     "default_fewshot_basic_phase",
     "evaluate_episodes",
     "evaluate_new_class",
     "extract_features",
     "format_fewshot_summary",
+    "harmonic_mean",
     "learn_new_class",
     "mean_ci",
+    "method_config",
     "new_class_metrics",
+    "performance_drop",
+    "reference_results",
     "register_episode_classifier",
     "run_fewshot",
+    "run_fscil_method",
     "run_paper_protocol",
     "select_shots",
+    "session_scores",
     "split_subjects",
+    "summarize_runs",
     "write_fewshot_reports",
 ]

@@ -1,28 +1,37 @@
-"""``cfer fewshot``: the paper's few-shot protocol and episodic evaluation, end to end.
+"""``cfer fewshot``: the paper's protocol, FSCIL sessions and episodic evaluation, end to end.
 
 :func:`run_fewshot` reuses a finished basic-phase run (``basic_run``) or trains one fold of it into
-``OUT/basic``, then splits the subjects of the few-shot images in two:
+``OUT/basic``, then splits the subjects of the few-shot images in three:
 
 * **shot pool**: the basic model's training subjects. Their compound images were never shown to
-  it, so the paper's protocol draws its K shots there, as the reference does.
+  it, so every protocol draws its K shots there, as the reference does; their basic images are the
+  base session's training data.
 * **held out**: every other subject: the basic fold's test subjects and any subject beyond the
   basic run's (the synthetic dataset renders subject ``s`` identically whatever the subject count).
-  The basic fold's validation subjects, which chose the basic model, are in neither.
+* **validation**: the basic fold's validation subjects, which chose the basic model. They are scored
+  only with ``evaluate_on: validation``, to choose settings without looking at the held-out subjects.
 
-Both protocols score on held-out subjects only. Layout of ``out_dir``::
+Every protocol runs on backbone features computed once per image, kept in ``features.pt`` (keyed by
+the basic model and the data settings), and each finished (protocol, method) part is kept in
+``parts/``: a rerun with the same settings reuses both. Layout of ``out_dir``::
 
-    config.yaml            the resolved settings
-    basic/                 the basic phase, when no basic_run is given (resumes if interrupted)
-    results.json           everything below, plus every single run of the paper protocol
-    results.md             Markdown tables
-    accuracy_vs_shots.png  accuracy against K for both protocols
+    config.yaml              the resolved settings
+    basic/                   the basic phase, when no basic_run is given (resumes if interrupted)
+    features.pt, parts/      cached features and finished parts (resume)
+    results.json             everything below, plus every single run
+    results.md               Markdown tables
+    accuracy_vs_session.png  FSCIL: accuracy against session, one line per method (and the references)
+    accuracy_vs_shots.png    the paper protocol per method, and the episodic accuracy, against K
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +42,16 @@ from cfer.config import config_to_dict, load_config, save_config
 from cfer.data.dataset import FaceExpressionDataset
 from cfer.data.reading import write_skipped
 from cfer.data.sources import load_dataset
-from cfer.data.splits import TEST, TRAIN, assign_splits, split_policy
+from cfer.data.splits import TEST, TRAIN, VAL, assign_splits, split_policy
 from cfer.fewshot.config import FewShotConfig
 from cfer.fewshot.episodic import EpisodicConfig, class_pool, evaluate_episodes
 from cfer.fewshot.features import FeatureSet, extract_features
+from cfer.fewshot.fscil import reference_results, run_fscil_method
+from cfer.fewshot.methods import BaseSession, check_method_options
 from cfer.fewshot.protocol import run_paper_protocol
 from cfer.fewshot.reports import write_fewshot_reports
-from cfer.io import read_json
+from cfer.fewshot.threads import one_thread
+from cfer.io import atomic_write, read_json, write_json
 from cfer.models.classifier import ExpressionClassifier, create_model
 from cfer.taxonomy import BASIC, COMPOUND
 from cfer.training.basic import (
@@ -69,13 +81,31 @@ def split_subjects(basic_run: str | Path, subject_ids: torch.Tensor) -> tuple[np
     Raises:
         FileNotFoundError: If the run's metrics are missing.
     """
+    pool, _, held_out = _subject_masks(basic_run, subject_ids)
+    return pool, held_out
+
+
+def _subject_masks(basic_run: str | Path, subject_ids: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     run = Path(basic_run)
     summary = read_json(run / "metrics.json")
     fold = read_json(run / f"fold_{summary['best_fold']}" / "metrics.json")
     subjects = subject_ids.numpy()
     train, val = np.asarray(fold["subjects"]["train"]), np.asarray(fold["subjects"]["val"])
-    pool = np.isin(subjects, train)
-    return pool, ~pool & ~np.isin(subjects, val)
+    pool, validation = np.isin(subjects, train), np.isin(subjects, val)
+    return pool, validation, ~pool & ~validation
+
+
+@dataclasses.dataclass(frozen=True)
+class _Data:
+    """The features of every few-shot image and where each image belongs."""
+
+    backbones: dict[str, FeatureSet]  # 'basic' (the basic-phase backbone) and, for the episodic run, the ImageNet one
+    pool: np.ndarray  # (N,) shot pool: the basic model's training subjects
+    scored: np.ndarray  # (N,) the images scored: held-out or validation subjects (evaluate_on)
+    compounds: tuple[str, ...]  # compound classes present
+    imagenet_name: str  # what the other backbone's weights are: "imagenet", or "untrained"
+    subjects_known: bool  # False: every image counts as its own subject (no subject ids in the source)
+    key: str  # fingerprint of the basic model and the data settings
 
 
 def run_fewshot(config: FewShotConfig, out_dir: str | Path) -> dict[str, Any]:
@@ -83,90 +113,133 @@ def run_fewshot(config: FewShotConfig, out_dir: str | Path) -> dict[str, Any]:
 
     Args:
         config: The settings.
-        out_dir: Run directory (created).
+        out_dir: Run directory (created); a rerun reuses its cached features and finished parts.
 
     Returns:
         The summary also written to ``out_dir/results.json``: ``config``, ``paper`` (see
-        :func:`cfer.fewshot.protocol.run_paper_protocol`, without ``runs`` only in the
-        Markdown), ``episodic`` (per backbone, classifier and setting: mean, ci95, ...), subject
-        counts, ``wall_seconds`` and ``out_dir``.
+        :func:`cfer.fewshot.protocol.run_paper_protocol`), ``fscil`` (per method, see
+        :func:`cfer.fewshot.fscil.run_fscil_method`, and the ``references``), ``episodic`` (per backbone,
+        classifier and setting: mean, ci95, ...), subject counts, ``wall_seconds`` and ``out_dir``.
 
     Raises:
-        ValueError: If the few-shot data does not match the basic run's, or a protocol cannot run.
+        ValueError: If the few-shot data does not match the basic run's, a method or option is unknown,
+            or a protocol cannot run.
     """
     start = time.perf_counter()
+    check_method_options(config.methods, config.method_options)
+    if config.paper.enabled and config.paper.trainable_blocks > 0 and list(config.methods) != ["paper"]:
+        raise ValueError("paper.trainable_blocks > 0 trains the 'paper' method on images, which no other method "
+                         f"does; set methods: [paper] (got {list(config.methods)})")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / "config.yaml")
     device = resolve_device(config.device)
-
-    basic_dir = Path(config.basic_run) if config.basic_run is not None else out_dir / "basic"
-    if config.basic_run is None:
-        # one fold is enough to get a basic model and its subject split
-        basic_config = config.basic if config.basic.fold is not None else dataclasses.replace(config.basic, fold=0)
-        run_basic_phase(basic_config, basic_dir)
-    basic_config = load_config(BasicPhaseConfig, basic_dir / "config.yaml")
-    _check_same_images(basic_config, config)
-    teacher, metadata = load_basic_model(basic_dir)
-    teacher = teacher.to(device).eval()
-    teacher_classes = tuple(metadata["classes"])
-
-    dataset = load_dataset(config.data, BASIC + COMPOUND)
-    write_skipped(dataset.skipped, out_dir)
-    counts = dataset.class_counts()
-    compounds = tuple(name for name in COMPOUND if counts[name] > 0)  # RAF-DB has 11 of the 15
-    dataset = dataset.select_classes(BASIC + compounds)
-    pool, held_out = _shot_pool_and_held_out(basic_dir, basic_config, dataset)
-    logger.info("few-shot data: %d images; %d shot-pool and %d held-out subjects", len(dataset),
-                len(np.unique(dataset.subject_ids.numpy()[pool])), len(np.unique(dataset.subject_ids.numpy()[held_out])))
-    basic_features = _features(teacher, dataset, device)
-
+    teacher, teacher_classes, basic_dir = _basic_model(config, out_dir, device)
+    data = _data(config, basic_dir, teacher, device, out_dir)
+    subjects, scored = data.backbones["basic"].subject_ids.numpy(), config.evaluate_on.replace("-", "_")
     summary: dict[str, Any] = {
         "config": config_to_dict(config),
         "basic_run": str(basic_dir),
         "basic_classes": list(teacher_classes),
-        "subjects": {"shot_pool": len(np.unique(dataset.subject_ids.numpy()[pool])),
-                     "held_out": len(np.unique(dataset.subject_ids.numpy()[held_out]))},
-        "images": {"shot_pool": int(pool.sum()), "held_out": int(held_out.sum())},
-        "subjects_known": dataset.subjects_known,  # False: the subject counts above count images
+        "evaluated_on": config.evaluate_on,
+        "subjects": {"shot_pool": len(np.unique(subjects[data.pool])), scored: len(np.unique(subjects[data.scored]))},
+        "images": {"shot_pool": int(data.pool.sum()), scored: int(data.scored.sum())},
+        "subjects_known": data.subjects_known,  # False: the subject counts above count images
     }
+    teacher = teacher.cpu()
     if config.paper.enabled:
-        if config.paper.trainable_blocks == 0:
-            train_pool, evaluation = basic_features.subset(pool), basic_features.subset(held_out)
-        else:
-            train_pool, evaluation = dataset.subset(pool), dataset.subset(held_out)
-        summary["paper"] = run_paper_protocol(teacher.cpu(), teacher_classes, train_pool, evaluation, config.paper,
-                                              compounds, seed=config.seed)
+        summary["paper"] = _paper(config, teacher, teacher_classes, data, basic_dir, out_dir)
+    if config.fscil.enabled:
+        summary["fscil"] = _fscil(config, teacher, teacher_classes, data, out_dir)
     if config.episodic.enabled:
-        imagenet = create_model(teacher.config, num_classes=len(teacher_classes)).to(device).eval()
-        backbones = {_imagenet_name(teacher): _features(imagenet, dataset, device), "basic": basic_features}
-        summary["episodic"] = _episodic(config.episodic, {k: v.subset(held_out) for k, v in backbones.items()},
-                                        config.seed)
-        # the basic phase restores its best epoch; when that is a head-stage epoch the backbone is
-        # still the ImageNet one, and the comparison says nothing about learning basic expressions
-        identical = torch.allclose(*(b.features for b in backbones.values()))
-        summary["episodic"]["backbones_identical"] = identical
-        if identical:
-            logger.warning("the basic-phase backbone computes the same features as the ImageNet one (its "
-                           "fine-tuning stage never beat the head stage on validation loss); the episodic "
-                           "comparison of the two is void")
+        summary["episodic"] = _part(out_dir / "parts" / "episodic.json", _settings(config, data, "episodic"),
+                                    lambda: _episodic(config.episodic, data, config.seed))
     summary["wall_seconds"] = time.perf_counter() - start
     summary["out_dir"] = str(out_dir)
     write_fewshot_reports(summary, out_dir)
     return summary
 
 
-def _shot_pool_and_held_out(basic_dir: Path, basic: BasicPhaseConfig,
-                            dataset: FaceExpressionDataset) -> tuple[np.ndarray, np.ndarray]:
-    """Masks of the shot pool and the held-out images: by the basic run's recorded subjects when the data
-    is split subject-wise, else by the same split as the basic run's (an official train/test split)."""
+def _basic_model(config: FewShotConfig, out_dir: Path,
+                 device: torch.device) -> tuple[ExpressionClassifier, tuple[str, ...], Path]:
+    """The basic-phase model (trained into ``OUT/basic`` when no run is given), its classes and its run."""
+    basic_dir = Path(config.basic_run) if config.basic_run is not None else out_dir / "basic"
+    if config.basic_run is None:
+        # one fold is enough to get a basic model and its subject split
+        basic_config = config.basic if config.basic.fold is not None else dataclasses.replace(config.basic, fold=0)
+        run_basic_phase(basic_config, basic_dir)
+    _check_same_images(load_config(BasicPhaseConfig, basic_dir / "config.yaml"), config)
+    teacher, metadata = load_basic_model(basic_dir)
+    return teacher.to(device).eval(), tuple(metadata["classes"]), basic_dir
+
+
+def _data(config: FewShotConfig, basic_dir: Path, teacher: ExpressionClassifier, device: torch.device,
+          out_dir: Path) -> _Data:
+    """Features of every image by each backbone needed, from ``features.pt`` when it matches."""
+    wanted = ["basic"] + (["imagenet"] if config.episodic.enabled else [])
+    key = _fingerprint(config, basic_dir)
+    cache = out_dir / "features.pt"
+    if config.cache_features and cache.is_file():
+        stored = torch.load(cache, weights_only=True)
+        if stored["key"] == key and all(name in stored["backbones"] for name in wanted):
+            logger.info("few-shot features read from %s", cache)
+            return _from_stored(stored, config.evaluate_on)
+    stored = _compute_features(config, basic_dir, teacher, device, out_dir, wanted)
+    stored["key"] = key
+    if config.cache_features:
+        atomic_write(cache, lambda file: torch.save(stored, file))
+    return _from_stored(stored, config.evaluate_on)
+
+
+def _compute_features(config: FewShotConfig, basic_dir: Path, teacher: ExpressionClassifier, device: torch.device,
+                      out_dir: Path, wanted: list[str]) -> dict[str, Any]:
+    basic_config = load_config(BasicPhaseConfig, basic_dir / "config.yaml")
+    dataset = load_dataset(config.data, BASIC + COMPOUND)
+    write_skipped(dataset.skipped, out_dir)
+    counts = dataset.class_counts()
+    compounds = tuple(name for name in COMPOUND if counts[name] > 0)  # RAF-DB has 11 of the 15
+    dataset = dataset.select_classes(BASIC + compounds)
+    pool, validation, held_out = _split_masks(basic_dir, basic_config, dataset)
+    logger.info("few-shot data: %d images; %d shot-pool and %d held-out subjects", len(dataset),
+                len(np.unique(dataset.subject_ids.numpy()[pool])), len(np.unique(dataset.subject_ids.numpy()[held_out])))
+    models = {"basic": teacher}
+    if "imagenet" in wanted:
+        models["imagenet"] = create_model(teacher.config, num_classes=teacher.num_classes).to(device).eval()
+    backbones = {name: dataclasses.asdict(_features(model, dataset, device)) for name, model in models.items()}
+    return {"backbones": backbones, "pool": torch.from_numpy(pool), "validation": torch.from_numpy(validation),
+            "held_out": torch.from_numpy(held_out), "compounds": list(compounds),
+            "imagenet_name": _imagenet_name(teacher), "subjects_known": dataset.subjects_known}
+
+
+def _from_stored(stored: dict[str, Any], evaluate_on: str) -> _Data:
+    backbones = {name: FeatureSet(**{**fields, "classes": tuple(fields["classes"])})
+                 for name, fields in stored["backbones"].items()}
+    scored = stored["validation"] if evaluate_on == "validation" else stored["held_out"]
+    return _Data(backbones, stored["pool"].numpy(), scored.numpy(), tuple(stored["compounds"]),
+                 stored["imagenet_name"], stored["subjects_known"], stored["key"])
+
+
+def _fingerprint(config: FewShotConfig, basic_dir: Path) -> str:
+    """Changes whenever the images, their split or the basic model could (not with the basic run's timings)."""
+    best_fold = read_json(basic_dir / "metrics.json")["best_fold"]
+    facts = {"data": config_to_dict(config.data), "basic": config_to_dict(load_config(BasicPhaseConfig, basic_dir / "config.yaml")),
+             "split": read_json(basic_dir / f"fold_{best_fold}" / "metrics.json").get("subjects"), "fold": best_fold}
+    digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode())
+    digest.update((basic_dir / "model.safetensors").read_bytes())
+    return digest.hexdigest()
+
+
+def _split_masks(basic_dir: Path, basic: BasicPhaseConfig,
+                 dataset: FaceExpressionDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masks of the shot pool, the validation and the held-out images: by the basic run's recorded subjects
+    when the data is split subject-wise, else by the same split as the basic run's (an official train/test split)."""
     policy = split_policy(dataset, basic.data.split)
     if policy == "subject":
-        return split_subjects(basic_dir, dataset.subject_ids)
+        return _subject_masks(basic_dir, dataset.subject_ids)
     fold = int(read_json(basic_dir / "metrics.json")["best_fold"])
     codes = assign_splits(dataset, fold, basic.folds, basic.val_fraction, basic.seed, basic.data.split,
                           basic_classes=basic_classes(basic))
-    return codes == TRAIN, codes == TEST
+    return codes == TRAIN, codes == VAL, codes == TEST
 
 
 def _check_same_images(basic: BasicPhaseConfig, config: FewShotConfig) -> None:
@@ -180,6 +253,67 @@ def _check_same_images(basic: BasicPhaseConfig, config: FewShotConfig) -> None:
         )
 
 
+def _settings(config: FewShotConfig, data: _Data, part: str, method: str | None = None) -> dict[str, Any]:
+    """What a finished part depends on; a part is reused only when all of it is equal."""
+    section = {"paper": config.paper, "fscil": config.fscil, "episodic": config.episodic}[part]
+    return {"features": data.key, "evaluate_on": config.evaluate_on, "seed": config.seed, "method": method,
+            "method_options": config.method_options.get(method, {}) if method else {},
+            part: config_to_dict(section)}
+
+
+def _part(path: Path, settings: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``compute()``, or its result kept at ``path`` by an earlier run with the same settings."""
+    if path.is_file():
+        stored = read_json(path)
+        if stored.get("settings") == json.loads(json.dumps(settings)):
+            logger.info("reusing %s", path)
+            return stored["result"]
+    result = json.loads(json.dumps(compute()))  # as a rerun will read it back
+    write_json(path, {"settings": settings, "result": result})
+    return result
+
+
+def _paper(config: FewShotConfig, teacher: ExpressionClassifier, teacher_classes: tuple[str, ...], data: _Data,
+           basic_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """The paper's protocol, one part per method, merged."""
+    if config.paper.trainable_blocks == 0:
+        pool, scored = data.backbones["basic"].subset(data.pool), data.backbones["basic"].subset(data.scored)
+    else:  # the paper's method trains its last blocks on the images themselves
+        dataset = load_dataset(config.data, BASIC + COMPOUND).select_classes(BASIC + data.compounds)
+        pool, scored = dataset.subset(data.pool), dataset.subset(data.scored)
+    merged: dict[str, Any] = {}
+    for method in config.methods:
+        result = _part(out_dir / "parts" / "paper" / f"{method}.json", _settings(config, data, "paper", method),
+                       lambda method=method: run_paper_protocol(teacher, teacher_classes, pool, scored, config.paper,
+                                                                data.compounds, seed=config.seed, methods=[method],
+                                                                method_options=config.method_options,
+                                                                progress=config.progress))
+        merged = {**result, "methods": {**merged.get("methods", {}), **result["methods"]}}
+    merged["seconds"] = sum(entry["seconds"] for entry in merged["methods"].values())
+    return merged
+
+
+def _fscil(config: FewShotConfig, teacher: ExpressionClassifier, teacher_classes: tuple[str, ...], data: _Data,
+           out_dir: Path) -> dict[str, Any]:
+    """FSCIL sessions, one part per method, and the full-data continual references."""
+    features = data.backbones["basic"]
+    pool, scored = features.subset(data.pool), features.subset(data.scored)
+    basic_ids = torch.tensor([features.classes.index(c) for c in teacher_classes])
+    in_base = torch.isin(pool.targets, basic_ids)
+    output_of = {int(c): j for j, c in enumerate(basic_ids)}
+    base = BaseSession(teacher.head, pool.features[in_base],
+                       torch.tensor([output_of[int(t)] for t in pool.targets[in_base]], dtype=torch.int64))
+    methods = {method: _part(out_dir / "parts" / "fscil" / f"{method}.json", _settings(config, data, "fscil", method),
+                             lambda method=method: run_fscil_method(
+                                 method, base, pool, scored, teacher_classes, data.compounds, config.fscil,
+                                 config.method_options.get(method), seed=config.seed, progress=config.progress))
+               for method in config.methods}
+    subjects = np.unique(scored.subject_ids.numpy()).tolist()
+    return {"n_way": config.fscil.n_way, "shots": [str(k) for k in config.fscil.shots],
+            "orders": config.fscil.orders, "seeds": config.fscil.seeds, "num_base": len(teacher_classes),
+            "methods": methods, "references": reference_results(config.fscil.reference_runs, subjects)}
+
+
 def _imagenet_name(model: ExpressionClassifier) -> str:
     config = model.config
     return "imagenet" if config is not None and (config.pretrained == "imagenet" or config.weights) else "untrained"
@@ -190,15 +324,14 @@ def _features(model: ExpressionClassifier, dataset: FaceExpressionDataset, devic
     return extract_features(model.features, dataset, data_config["mean"], data_config["std"], device=device)
 
 
-def _episodic(config: EpisodicConfig, backbones: dict[str, FeatureSet], seed: int) -> dict[str, Any]:
+def _episodic(config: EpisodicConfig, data: _Data, seed: int) -> dict[str, Any]:
+    backbones = {data.imagenet_name: data.backbones["imagenet"].subset(data.scored),
+                 "basic": data.backbones["basic"].subset(data.scored)}
     settings = {f"{config.n_way}-way {k}-shot": k for k in config.shots}
     options = {"linear": {"steps": config.linear_steps, "lr": config.linear_lr}}
     results: dict[str, dict[str, dict[str, Any]]] = {}
     classes_used: list[str] = []
-    # torch's many small ops per episode are faster on one thread than synchronised over several
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():  # torch's many small ops per episode are faster on one thread
         for backbone, features in backbones.items():
             pool = class_pool(config.class_pool, features.classes)
             results[backbone] = {}
@@ -214,20 +347,18 @@ def _episodic(config: EpisodicConfig, backbones: dict[str, FeatureSet], seed: in
                     results[backbone][classifier][name] = result
                     logger.info("episodic %s / %s %s: %.3f ± %.3f", backbone, classifier, name, result["mean"],
                                 result["ci95"])
-    finally:
-        torch.set_num_threads(threads)
-    names = list(backbones)
-    gain = {classifier: {s: results["basic"][classifier][s]["mean"] - results[names[0]][classifier][s]["mean"]
+    gain = {classifier: {s: results["basic"][classifier][s]["mean"] - results[data.imagenet_name][classifier][s]["mean"]
                          for s in settings} for classifier in config.classifiers}
+    # the basic phase restores its best epoch; when that is a head-stage epoch the backbone is
+    # still the ImageNet one, and the comparison says nothing about learning basic expressions
+    identical = torch.allclose(data.backbones["imagenet"].features, data.backbones["basic"].features)
+    if identical:
+        logger.warning("the basic-phase backbone computes the same features as the ImageNet one (its "
+                       "fine-tuning stage never beat the head stage on validation loss); the episodic "
+                       "comparison of the two is void")
     return {
-        "settings": list(settings),
-        "shots": list(settings.values()),
-        "n_way": config.n_way,
-        "n_query": config.n_query,
-        "episodes": config.episodes,
-        "class_pool": config.class_pool,
-        "classes": classes_used,
-        "subject_disjoint": config.subject_disjoint,
-        "results": results,
-        "basic_minus_imagenet": gain,
+        "settings": list(settings), "shots": list(settings.values()), "n_way": config.n_way,
+        "n_query": config.n_query, "episodes": config.episodes, "class_pool": config.class_pool,
+        "classes": classes_used, "subject_disjoint": config.subject_disjoint, "results": results,
+        "basic_minus_imagenet": gain, "backbones_identical": identical,
     }

@@ -12,6 +12,8 @@ Layers, bottom to top; each may import only the layers listed for it (and itself
 * ``cfer.continual``: strategies, training and everything below;
 * ``cfer.fewshot``, ``cfer.cam``: everything below ``cfer.cli``, not each other;
 * ``cfer.distill``: core, data, models, training and the bottom layers (no Avalanche, no strategies);
+* ``cfer.predict``: data, models, cam and the bottom layers: inference needs nothing that trains, and
+  ``cfer.cam`` only for ``--cam`` overlays (imported lazily);
 * ``cfer.cli``: everything; nothing imports it.
 
 Avalanche is imported by ``strategies`` and, within ``cfer``, only by the benchmark builder
@@ -44,6 +46,7 @@ ALLOWED: dict[str, set[str]] = {
     "cfer.fewshot": BASE | {"cfer.core", "cfer.data", "cfer.models", "cfer.training", "cfer.continual", "strategies"},
     "cfer.cam": BASE | {"cfer.core", "cfer.data", "cfer.models", "cfer.training", "cfer.continual", "strategies"},
     "cfer.distill": BASE | {"cfer.core", "cfer.data", "cfer.models", "cfer.training"},
+    "cfer.predict": BASE | {"cfer.data", "cfer.models", "cfer.cam"},
     "cfer.cli": set(),  # anything: checked separately
     "cfer": set(),  # cfer/__init__.py
 }

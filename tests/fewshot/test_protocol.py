@@ -1,6 +1,8 @@
-"""The paper's protocol on tiny cached features: both metrics, the stub, shot selection."""
+"""The paper's protocol on tiny cached features: both metrics, the stub, every method, shot selection."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,7 +10,9 @@ import torch
 from torch import nn
 
 from cfer.fewshot import (
+    FEWSHOT_METHODS,
     FeatureSet,
+    PaperConfig,
     PaperProtocolConfig,
     evaluate_new_class,
     learn_new_class,
@@ -18,6 +22,8 @@ from cfer.fewshot import (
 )
 from cfer.models.classifier import ExpressionClassifier
 from cfer.models.heads import LinearHead
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 BASIC = ("b0", "b1", "b2")
 COMPOUND = ("c0", "c1")
@@ -71,38 +77,64 @@ def test_always_new_stub_scores_one_on_the_reference_figure_and_chance_on_the_ho
     assert metrics["new_class_precision"] == pytest.approx(1 / 4)
 
 
-def test_protocol_runs_and_reports_both_metrics():
+@pytest.mark.parametrize("method", list(FEWSHOT_METHODS))
+def test_protocol_runs_every_method_and_reports_both_metrics(method):
     teacher = tiny_teacher()
     before = [p.detach().clone() for p in teacher.parameters()]
-    config = PaperProtocolConfig(shots=[1, 3, "all"], seeds=2, steps=20, lr=1e-2)
+    config = PaperProtocolConfig(shots=[1, 3, "all"], seeds=2)
     result = run_paper_protocol(teacher, BASIC, tiny_features(range(6), seed=0), tiny_features(range(10, 16), seed=1),
-                                config, COMPOUND)
-    assert len(result["runs"]) == len(COMPOUND) * 3 * 2
+                                config, COMPOUND, methods=[method],
+                                method_options={method: {"steps": 10}} if FEWSHOT_METHODS[method].trains else {})
+    assert list(result["methods"]) == [method]
+    entry = result["methods"][method]
+    assert len(entry["runs"]) == len(COMPOUND) * 3 * 2
     assert result["shots"] == ["1", "3", "all"]
-    assert {r["n_shots"] for r in result["runs"] if r["shots"] == "all"} == {6}
+    assert {r["n_shots"] for r in entry["runs"] if r["shots"] == "all"} == {6}
     for shots in result["shots"]:
-        row = result["per_shot"][shots]
+        row = entry["per_shot"][shots]
         for metric in ("new_class_only_accuracy", "balanced_accuracy", "basic_accuracy"):
             assert 0.0 <= row[metric]["mean"] <= 1.0 and row[metric]["n"] == len(COMPOUND) * 2
-    assert set(result["per_class"]) == set(COMPOUND)
+    assert set(entry["per_class"]) == set(COMPOUND)
     assert result["chance_balanced_accuracy"] == pytest.approx(1 / 4)
     assert result["basic_accuracy_before"] > 0.9  # the stand-in teacher separates b0..b2
+    assert entry["basic_accuracy_before"] > 0.9  # and so do the class means of its training features
     # the teacher is left as it was: it is the distillation target of every run
     assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
     assert teacher.num_classes == len(BASIC)
 
 
-def test_learn_new_class_learns_it():
-    teacher = tiny_teacher()
-    pool = tiny_features(range(6), seed=0)
-    support = pool.features[pool.targets == 3][:3]
-    student = learn_new_class(teacher, support, PaperProtocolConfig(steps=60, lr=5e-2), seed=0, on_features=True)
-    assert student.num_classes == len(BASIC) + 1
-    held_out = tiny_features(range(10, 16), seed=1)
-    recall = (student.head(held_out.features[held_out.targets == 3]).argmax(1) == 3).float().mean()
-    assert recall == 1.0
+def test_training_free_methods_learn_separable_classes_and_keep_the_basic_ones():
+    # c0 and c1 are as far from the basic classes as those are from each other: a method that keeps
+    # the basic classes and learns the new one scores near 1 on both sides
+    result = run_paper_protocol(tiny_teacher(), BASIC, tiny_features(range(6), seed=0),
+                                tiny_features(range(10, 16), seed=1), PaperProtocolConfig(shots=[3], seeds=2),
+                                COMPOUND, methods=["imprint", "teen"])
+    for method in ("imprint", "teen"):
+        row = result["methods"][method]["per_shot"]["3"]
+        assert row["balanced_accuracy"]["mean"] > 0.9 and row["basic_accuracy"]["mean"] > 0.9, method
+
+
+def test_learn_new_class_trains_the_last_blocks_on_images():
+    from cfer.models.classifier import ModelConfig, create_model
+
+    teacher = create_model(ModelConfig(pretrained="none"), num_classes=3).eval()
+    images = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
+    frozen_before = {n: p.detach().clone() for n, p in teacher.named_parameters()}
+    student = learn_new_class(teacher, images, PaperConfig(steps=2, batch_size=4), seed=0, trainable_blocks=1)
+    assert student.num_classes == 4 and teacher.num_classes == 3
+    assert all(torch.equal(p, frozen_before[n]) for n, p in teacher.named_parameters())
+    changed = [n for n, p in student.named_parameters() if n in frozen_before and p.shape == frozen_before[n].shape
+               and not torch.equal(p, frozen_before[n])]
+    assert any(n.startswith("backbone") for n in changed)  # its last block group trained
     with pytest.raises(ValueError, match="trainable_blocks"):
-        learn_new_class(teacher, support, PaperProtocolConfig(trainable_blocks=1), seed=0, on_features=True)
+        learn_new_class(teacher, images, PaperConfig(), seed=0, trainable_blocks=0)
+
+
+def test_only_the_paper_method_trains_on_images():
+    dataset = SimpleNamespace(classes=CLASSES, targets=torch.zeros(1), images=torch.zeros(1))
+    with pytest.raises(ValueError, match="only the 'paper' method"):
+        run_paper_protocol(tiny_teacher(), BASIC, dataset, dataset, PaperProtocolConfig(trainable_blocks=1), COMPOUND,
+                           methods=["paper", "imprint"])
 
 
 def test_select_shots_nested_deterministic_and_checked():
