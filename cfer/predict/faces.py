@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou, roi_align
 
-from cfer.data.faces import MTCNN, align_face
+from cfer.data.faces import MTCNN, align_face, square_boxes
 from cfer.models.export import ModelSpec
 
 __all__ = ["Face", "FaceFinder", "FaceTracker", "crop_face", "whole_image_face"]
@@ -110,19 +110,14 @@ class FaceTracker:
     def _follow(self, frame: np.ndarray) -> list[Face]:
         """ONet on each face's previous box: the faces still there, re-fitted (MTCNN's third stage)."""
         detector = self.finder.detector
-        boxes = _square(torch.from_numpy(np.stack([face.box for face in self._faces])))
-        with torch.inference_mode():
-            crops = torch.cat([_onet_crop(frame, box) for box in boxes])
-            regression, points, probability = detector.onet(crops)
-        width, height = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
-        landmarks = torch.stack([width[:, None] * points[:, :5] + boxes[:, :1] - 1,
-                                 height[:, None] * points[:, 5:] + boxes[:, 1:2] - 1], dim=2)
-        fitted = boxes + regression * torch.stack([width, height, width, height], 1)
+        boxes = square_boxes(torch.from_numpy(np.stack([face.box for face in self._faces])))
+        crops = torch.cat([_onet_crop(frame, box) for box in boxes])
+        fitted, probability, landmarks = detector.refit(crops, boxes)
         kept = []
         for index, face in enumerate(self._faces):
-            if float(probability[index, 1]) > detector.thresholds[2]:
+            if float(probability[index]) > detector.thresholds[2]:
                 kept.append(Face(fitted[index].numpy().astype(np.float32), landmarks[index].numpy().astype(np.float32),
-                                 float(probability[index, 1]), face.track))
+                                 float(probability[index]), face.track))
         return _without_duplicates(kept)
 
     def _continue_tracks(self, found: Sequence[Face]) -> list[Face]:
@@ -190,14 +185,6 @@ def _onet_crop(frame: np.ndarray, box: torch.Tensor) -> torch.Tensor:
     roi = torch.tensor([[0.0, corners[0] - 1 - left, corners[1] - 1 - top, corners[2] - left, corners[3] - top]])
     return roi_align((region.float() - 127.5) * 0.0078125, roi, (_ONET_SIDE, _ONET_SIDE), spatial_scale=1.0,
                      sampling_ratio=-1, aligned=True)
-
-
-def _square(boxes: torch.Tensor) -> torch.Tensor:
-    """Squares around the boxes' centres, side the longer one (MTCNN's ``rerec``)."""
-    width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    side = torch.maximum(width, height)
-    x1, y1 = boxes[:, 0] + width / 2 - side / 2, boxes[:, 1] + height / 2 - side / 2
-    return torch.stack([x1, y1, x1 + side, y1 + side], dim=1)
 
 
 def _without_duplicates(faces: list[Face]) -> list[Face]:

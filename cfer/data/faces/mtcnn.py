@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import nms, roi_align
 
-__all__ = ["MTCNN", "Detection", "load_mtcnn_weights"]
+__all__ = ["MTCNN", "Detection", "load_mtcnn_weights", "square_boxes"]
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,8 @@ def _bbreg(boxes: torch.Tensor, reg: torch.Tensor, plus1: bool = True) -> torch.
                         boxes[:, 2] + reg[:, 2] * w, boxes[:, 3] + reg[:, 3] * h], dim=1)
 
 
-def _square(boxes: torch.Tensor) -> torch.Tensor:
+def square_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """Squares around the boxes' centres, side the longer one (MTCNN's ``rerec``), (n, 4)."""
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
     l = torch.maximum(w, h)
@@ -285,7 +286,7 @@ class MTCNN(nn.Module):
             return torch.zeros((0, 4))
         found = torch.cat(candidates)
         found = found[nms(found[:, :4], found[:, 4], 0.7)]
-        return _square(_bbreg(found[:, :4], found[:, 5:9], plus1=False))
+        return square_boxes(_bbreg(found[:, :4], found[:, 5:9], plus1=False))
 
     def _refine(self, x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Stage 2: RNet on 24 x 24 crops."""
@@ -295,18 +296,31 @@ class MTCNN(nn.Module):
         if not len(boxes):
             return boxes
         kept = nms(boxes, score, 0.7)
-        return _square(_bbreg(boxes[kept], regression[kept]))
+        return square_boxes(_bbreg(boxes[kept], regression[kept]))
 
-    def _output(self, x: torch.Tensor, boxes: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Stage 3: ONet on 48 x 48 crops; final boxes, probabilities and landmarks (may be empty)."""
-        regression, points, probability = self.onet(_crops(x, boxes, 48))
-        keep = probability[:, 1] > self.thresholds[2]
-        boxes, score, regression, points = boxes[keep], probability[keep, 1], regression[keep], points[keep]
+    @torch.inference_mode()
+    def refit(self, crops: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The last stage (ONet) on given boxes, with no threshold and no suppression: what following a face needs.
+
+        Args:
+            crops: ONet's inputs, (n, 3, 48, 48), normalised as :meth:`detect` normalises the image.
+            boxes: The square boxes they were cropped from (1-based inclusive MTCNN coordinates), (n, 4).
+
+        Returns:
+            ``(boxes (n, 4), face probabilities (n,), landmarks (n, 5, 2))``, the boxes re-fitted.
+        """
+        regression, points, probability = self.onet(crops)
         width = boxes[:, 2] - boxes[:, 0] + 1
         height = boxes[:, 3] - boxes[:, 1] + 1
         landmarks = torch.stack([width[:, None] * points[:, 0:5] + boxes[:, 0:1] - 1,
                                  height[:, None] * points[:, 5:10] + boxes[:, 1:2] - 1], dim=2)
-        boxes = _bbreg(boxes, regression)
+        return _bbreg(boxes, regression), probability[:, 1], landmarks
+
+    def _output(self, x: torch.Tensor, boxes: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stage 3: ONet on 48 x 48 crops; final boxes, probabilities and landmarks (may be empty)."""
+        boxes, score, landmarks = self.refit(_crops(x, boxes, 48), boxes)
+        keep = score > self.thresholds[2]
+        boxes, score, landmarks = boxes[keep], score[keep], landmarks[keep]
         kept = _nms_min(boxes, score, 0.7) if len(boxes) else torch.zeros(0, dtype=torch.long)
         return (boxes[kept].numpy().astype(np.float32), score[kept].numpy().astype(np.float32),
                 landmarks[kept].numpy().astype(np.float32))
