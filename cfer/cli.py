@@ -13,8 +13,14 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from cfer.config import ConfigError, config_to_dict, load_config
+
+if TYPE_CHECKING:  # the commands import what they run when they run
+    from cfer.distributed import Ranks, RayConfig
+
+T = TypeVar("T")
 
 logger = logging.getLogger("cfer")
 
@@ -31,6 +37,53 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def _flag_overrides(args: argparse.Namespace, flags: dict[str, str]) -> list[str]:
     """Turns the shorthand flags that were given into ``key=value`` overrides."""
     return [f"{key}={getattr(args, attribute)}" for attribute, key in flags.items() if getattr(args, attribute) is not None]
+
+
+# --- beyond one process: Ray sweeps, torchrun ranks ------------------------------------------------
+
+_RAY_FLAGS = {"ray_address": "address", "ray_cpus": "cpus_per_task", "ray_threads": "threads_per_task",
+              "ray_gpus": "gpus_per_task", "ray_retries": "max_retries"}
+_LOCAL_RAY = ""  # --ray without an address
+
+
+def _add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ray [ADDRESS]`` and the resources of each task (settings: cfer.distributed.RayConfig)."""
+    group = parser.add_argument_group("Ray", "run every (strategy, data seed, order) run as a Ray task "
+                                      "(pip install 'cfer[ray]')")
+    group.add_argument("--ray", dest="ray_address", nargs="?", const=_LOCAL_RAY, metavar="ADDRESS",
+                       help="on Ray: alone, a local Ray on this machine's cores; 'auto' or ray://HOST:PORT, a cluster")
+    group.add_argument("--ray-cpus", type=float, help="CPUs reserved per task (key: cpus_per_task, default 1)")
+    group.add_argument("--ray-threads", type=int, help="torch threads per task (key: threads_per_task, default 1)")
+    group.add_argument("--ray-gpus", type=float, help="GPU share per task, e.g. 0.25 (key: gpus_per_task, default 0)")
+    group.add_argument("--ray-retries", type=int, help="restarts of a task whose worker died (key: max_retries, "
+                       "default 3)")
+
+
+def _ray_config(args: argparse.Namespace) -> RayConfig | None:
+    """The ``RayConfig`` of the ``--ray*`` flags, or None without ``--ray`` (the runs stay in this process)."""
+    from cfer.distributed import RayConfig
+
+    if args.ray_address is None:
+        return None
+    overrides = [f"{key}={getattr(args, attribute)}" for attribute, key in _RAY_FLAGS.items()
+                 if getattr(args, attribute) not in (None, _LOCAL_RAY)]
+    return load_config(RayConfig, None, overrides)
+
+
+def _sweep_failed(command: str, error: Exception) -> int:
+    """Prints which tasks of a sweep failed, and why; the exit status of a sweep that did not finish."""
+    print(f"cfer {command}: {error}", file=sys.stderr)
+    return 1
+
+
+def _for_rank(config: T, ranks: Ranks) -> T:
+    """Rank 0 of a torchrun launch logs and draws progress bars; the other ranks keep quiet."""
+    import dataclasses
+
+    if ranks.main:
+        return config
+    logging.getLogger().setLevel(logging.WARNING)
+    return dataclasses.replace(config, progress=False)
 
 
 # --- cfer synth -------------------------------------------------------------------------------------
@@ -102,7 +155,8 @@ def _train_basic_parser(subparsers) -> None:
         help="basic phase: fine-tune an ImageNet CNN on the basic expressions with subject-wise CV",
         description="Train the basic-expression model in the paper's two stages over subject-wise folds "
         "(settings: cfer.training.basic.BasicPhaseConfig, preset configs/basic.yaml). "
-        "Started again with the same --out, an interrupted run resumes.",
+        "Started again with the same --out, an interrupted run resumes. Under torchrun (torchrun --nproc_per_node N "
+        "-m cfer train-basic ...) the processes train each fold together with DistributedDataParallel.",
     )
     _add_config_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("runs/basic"), help="run directory (default: runs/basic)")
@@ -113,11 +167,14 @@ def _train_basic_parser(subparsers) -> None:
 
 
 def _run_train_basic(args: argparse.Namespace) -> int:
+    from cfer.distributed import process_group
     from cfer.training.basic import BasicPhaseConfig, run_basic_phase
 
     config = load_config(BasicPhaseConfig, args.config, _flag_overrides(args, _TRAIN_BASIC_FLAGS) + args.overrides)
-    summary = run_basic_phase(config, args.out)
-    print(format_basic_summary(summary, args.out))
+    with process_group(config.device) as ranks:  # the processes of torchrun -m cfer train-basic, if any
+        summary = run_basic_phase(_for_rank(config, ranks), args.out)
+    if ranks.main:
+        print(format_basic_summary(summary, args.out))
     return 0
 
 
@@ -166,6 +223,7 @@ def _train_incremental_parser(subparsers) -> None:
                         "as the reference code, early-stop and pick the fold on the reported images, PSMR by logit "
                         "(key: protocol)")
     _add_data_flags(parser, _TRAIN_INCREMENTAL_FLAGS)
+    _add_ray_arguments(parser)
     parser.set_defaults(handler=_run_train_incremental)
 
 
@@ -181,7 +239,17 @@ def _run_train_incremental(args: argparse.Namespace) -> int:
         names = [name.strip() for name in args.strategies.split(",") if name.strip()]
         overrides.append(f"strategies=[{', '.join(names)}]")
     config = load_config(IncrementalConfig, args.config, overrides + args.overrides)
-    summary = run_incremental(config, args.out)
+    ray = _ray_config(args)
+    if ray is None:
+        summary = run_incremental(config, args.out)
+    else:
+        from cfer.continual.sweep import run_incremental_sweep
+        from cfer.distributed import SweepError
+
+        try:
+            (summary,) = run_incremental_sweep(args.out, [(config, args.out)], ray)
+        except SweepError as error:
+            return _sweep_failed(args.command, error)
     print(format_incremental_summary(summary, args.out))
     return 0
 
@@ -207,11 +275,13 @@ def _compare_parser(subparsers) -> None:
     parser.add_argument("--orders", type=int, help="orders per seed (key: orders)")
     parser.add_argument("--other-orders", type=int, help="orders of the first seed for the others (key: other_orders)")
     parser.add_argument("--recommended", help="the strategy tested against the others (key: recommended)")
+    _add_ray_arguments(parser)
     parser.set_defaults(handler=_run_compare)
 
 
 def _run_compare(args: argparse.Namespace) -> int:
     from cfer.continual.compare import CompareConfig, run_comparison
+    from cfer.distributed import SweepError
 
     overrides = _flag_overrides(args, _COMPARE_FLAGS)
     for flag, key in ((args.tested, "tested"), (args.others, "others")):
@@ -220,7 +290,10 @@ def _run_compare(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         overrides.append(f"data_seeds=[{args.seeds}]")
     config = load_config(CompareConfig, args.config, overrides + args.overrides)
-    run_comparison(config, args.out)
+    try:
+        run_comparison(config, args.out, ray=_ray_config(args))
+    except SweepError as error:
+        return _sweep_failed(args.command, error)
     print((args.out / "comparison.md").read_text(encoding="utf-8"))
     return 0
 
@@ -274,6 +347,7 @@ def _fewshot_parser(subparsers) -> None:
     parser.add_argument("--device", help="auto, cpu or cuda (key: device)")
     parser.add_argument("--skip-paper", action="store_true", help="skip the paper's protocol")
     parser.add_argument("--skip-episodic", action="store_true", help="skip the episodic evaluation")
+    _add_ray_arguments(parser)
     parser.set_defaults(handler=_run_fewshot)
 
 
@@ -289,7 +363,17 @@ def _run_fewshot(args: argparse.Namespace) -> int:
         overrides.append(f"fscil.reference_runs=[{', '.join(args.reference_run)}]")
     config = load_config(FewShotConfig, args.config, overrides + args.overrides)
     logging.getLogger("cfer.models").setLevel(logging.WARNING)  # one line per added output unit otherwise
-    summary = run_fewshot(config, args.out)
+    ray = _ray_config(args)
+    if ray is None:
+        summary = run_fewshot(config, args.out)
+    else:
+        from cfer.distributed import SweepError
+        from cfer.fewshot.sweep import run_fewshot_sweep
+
+        try:
+            summary = run_fewshot_sweep(config, args.out, ray)
+        except SweepError as error:
+            return _sweep_failed(args.command, error)
     print(format_fewshot_summary(summary))
     return 0
 
@@ -420,9 +504,13 @@ def _distill_parser(subparsers) -> None:
 
 def _run_distill(args: argparse.Namespace) -> int:
     from cfer.distill import DistillConfig, format_distill_summary, run_distillation
+    from cfer.distributed import process_group
 
     config = load_config(DistillConfig, args.config, _flag_overrides(args, _DISTILL_FLAGS) + args.overrides)
-    summary = run_distillation(config, args.out)
+    with process_group(config.device) as ranks:  # the processes of torchrun -m cfer distill, if any
+        summary = run_distillation(_for_rank(config, ranks), args.out)
+    if not ranks.main:
+        return 0
     print(format_distill_summary(summary))
     print(f"reports in {args.out}/ (results.json, results.md, accuracy_vs_macs.png)")
     return 0

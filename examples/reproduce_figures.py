@@ -435,8 +435,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", action="store_true", help="only rewrite README.md from docs/figures.json")
     parser.add_argument("--check", action="store_true", help="rerun the checked parts in a fresh folder and compare")
     args = parser.parse_args(argv)
-    if args.check:
-        return check(args.work)
+    try:
+        return check(args.work) if args.check else _measure(args, parser)
+    except RuntimeError as error:
+        print(f"reproduce_figures: {error}", file=sys.stderr)
+        return 1
+
+
+def _measure(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Runs the parts asked for, records each as it finishes, and rewrites the README."""
     names = list(PARTS) if args.full else [name for name, part in PARTS.items() if part.quick] if args.quick else args.part
     if not names and not args.readme:
         parser.error("say what to run: --quick, --full, --part NAME, --readme or --check")

@@ -93,3 +93,16 @@ def fake_folder():
             _save(faces.images[index], root / name / f"{index:04d}.png")
         return root
     return write
+
+
+# --- Ray ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray of 2 CPUs for every test that needs one: starting Ray and warming its workers takes seconds."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()

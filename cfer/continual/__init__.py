@@ -2,7 +2,8 @@
 
 :func:`run_incremental` is the whole protocol of Maiden & Nakisa (2023) (basic phase, then one
 Avalanche class-incremental stream per order of the compound classes, for every requested strategy,
-resumable); the modules below are its parts. The strategies themselves are in the ``strategies``
+resumable); the modules below are its parts, and :func:`run_incremental_sweep` runs the same runs as
+Ray tasks. The strategies themselves are in the ``strategies``
 package, their algorithm cores in :mod:`cfer.core`.
 """
 
@@ -19,6 +20,7 @@ from cfer.continual.evaluation import RunLoggers, make_evaluator, read_step_metr
 from cfer.continual.metrics import accuracy_matrix, average_forgetting, backward_transfer, overall_accuracy
 from cfer.continual.reports import format_incremental_summary, plot_accuracy_curves, summarize_run, write_reports
 from cfer.continual.runner import run_incremental, run_stream
+from cfer.continual.sweep import run_incremental_sweep
 
 __all__ = [
     "IncrementalBenchmark",
@@ -37,6 +39,7 @@ __all__ = [
     "plot_accuracy_curves",
     "read_step_metrics",
     "run_incremental",
+    "run_incremental_sweep",
     "run_stream",
     "subject_split",
     "summarize_run",

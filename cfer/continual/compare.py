@@ -6,7 +6,8 @@ strategies over ``orders`` random orders (the paper's 10), then, on the first se
 ``other_orders`` orders (their rows, at a fraction of the cost), the ``others`` and the
 ``reference_strategies`` under the reference's protocol, reusing whatever finished before (each
 seed's run directory resumes; runs started apart, e.g. one process per seed with the same
-settings, are collected as they are). It then pools each strategy's (seed, order) runs and writes, to
+settings, are collected as they are; with a :class:`~cfer.distributed.RayConfig`, every run is a Ray
+task, see :mod:`cfer.continual.sweep`). It then pools each strategy's (seed, order) runs and writes, to
 ``out_dir``:
 
 * ``comparison.json``: per strategy, Overall Accuracy (the paper's mean over steps) and macro-F1
@@ -34,6 +35,8 @@ from cfer.config import save_config
 from cfer.continual.config import IncrementalConfig
 from cfer.continual.reports import plot_accuracy_curves
 from cfer.continual.runner import run_incremental
+from cfer.continual.sweep import run_incremental_sweep
+from cfer.distributed.ray_sweep import RayConfig
 from cfer.io import atomic_write_text, write_json
 
 __all__ = ["CompareConfig", "paired_test", "run_comparison"]
@@ -76,15 +79,21 @@ def paired_test(ours: Sequence[float], theirs: Sequence[float]) -> dict[str, flo
     return {"mean_difference": float(differences.mean()), "p_value": p_value, "pairs": len(differences)}
 
 
-def run_comparison(config: CompareConfig, out_dir: str | Path) -> dict[str, Any]:
+def run_comparison(config: CompareConfig, out_dir: str | Path, ray: RayConfig | None = None) -> dict[str, Any]:
     """Runs (or reuses) every strategy over every seed and order, then writes the comparison.
 
     Args:
         config: The comparison.
         out_dir: Its directory: ``seed_<s>/`` and ``reference_seed_<s>/`` hold the runs.
+        ray: Run every (strategy, seed, order) run as a Ray task there; None runs them here, one after
+            the other.
 
     Returns:
         The summary written to ``comparison.json``.
+
+    Raises:
+        cfer.distributed.SweepError: If runs failed on Ray; the others' results are kept, and a rerun
+            runs only what is missing.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -92,22 +101,44 @@ def run_comparison(config: CompareConfig, out_dir: str | Path) -> dict[str, Any]
     start = time.perf_counter()
     if config.recommended not in config.tested:
         raise ValueError(f"the recommended strategy {config.recommended!r} must be one of tested {config.tested}")
+    sessions = _sessions(config, out_dir)
+    if ray is None:
+        summaries = [run_incremental(session.config, session.out_dir) for session in sessions]
+    else:
+        summaries = run_incremental_sweep(out_dir, [(session.config, session.out_dir) for session in sessions], ray)
     runs: dict[str, dict[tuple[int, int], Mapping[str, Any]]] = {}
-    for index, seed in enumerate(config.data_seeds):
-        seed_dir = out_dir / f"seed_{seed}"
-        _collect(runs, seed, run_incremental(_seeded(config, seed, config.tested, config.orders, "held-out"), seed_dir))
-        if index == 0 and config.others:
-            others = _seeded(config, seed, config.others, config.other_orders, "held-out")
-            _collect(runs, seed, run_incremental(others, seed_dir))
-        if index == 0 and config.reference_strategies:
-            reference = _seeded(config, seed, config.reference_strategies, config.other_orders, "reference")
-            summary = run_incremental(reference, out_dir / f"reference_seed_{seed}")
-            _collect(runs, seed, summary, suffix=" (reference protocol)")
+    for session, session_summary in zip(sessions, summaries):
+        _collect(runs, session.seed, session_summary, suffix=session.suffix)
     summary = _summarize(config, runs, time.perf_counter() - start)
     write_json(out_dir / "comparison.json", summary)
     atomic_write_text(out_dir / "comparison.md", _markdown(config, summary))
     plot_accuracy_curves(summary["curves"], out_dir / "accuracy_vs_classes.png")
     return summary
+
+
+@dataclass(frozen=True)
+class _Session:
+    """One ``run_incremental`` call of the comparison."""
+
+    seed: int  # the synthetic data seed
+    config: IncrementalConfig
+    out_dir: Path
+    suffix: str  # added to its strategies' names in the table
+
+
+def _sessions(config: CompareConfig, out_dir: Path) -> list[_Session]:
+    """Per data seed, the tested strategies; on the first, the others and the reference protocol too."""
+    sessions = []
+    for index, seed in enumerate(config.data_seeds):
+        seed_dir = out_dir / f"seed_{seed}"
+        sessions.append(_Session(seed, _seeded(config, seed, config.tested, config.orders, "held-out"), seed_dir, ""))
+        if index == 0 and config.others:
+            others = _seeded(config, seed, config.others, config.other_orders, "held-out")
+            sessions.append(_Session(seed, others, seed_dir, ""))
+        if index == 0 and config.reference_strategies:
+            reference = _seeded(config, seed, config.reference_strategies, config.other_orders, "reference")
+            sessions.append(_Session(seed, reference, out_dir / f"reference_seed_{seed}", " (reference protocol)"))
+    return sessions
 
 
 def _seeded(config: CompareConfig, seed: int, strategies: list[str], orders: int, protocol: str) -> IncrementalConfig:

@@ -21,6 +21,10 @@ Killed at any point and started again with the same ``out_dir``, a run continues
 finished experience and, on the CPU with the same seed, ends with the same metrics as an
 uninterrupted run (see :mod:`strategies.checkpoint`). Every fact about a strategy (offline, early
 stopping, scenario, resume) comes from its entry in :data:`strategies.STRATEGIES`.
+
+A session is three steps: :func:`open_session` (the data, the basic phase, the feature cache: what
+the runs share), :func:`run_in_session` per (strategy, order) run, and :func:`report_session`;
+:mod:`cfer.continual.sweep` runs the same steps as Ray tasks.
 """
 
 from __future__ import annotations
@@ -83,7 +87,20 @@ from strategies import (
     trained_model,
 )
 
-__all__ = ["run_incremental", "run_stream"]
+__all__ = [
+    "IncrementalSession",
+    "SessionFacts",
+    "check_session",
+    "compound_orders",
+    "finished_run",
+    "open_session",
+    "order_count",
+    "report_session",
+    "run_directory",
+    "run_in_session",
+    "run_incremental",
+    "run_stream",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -107,13 +124,61 @@ def run_incremental(config: IncrementalConfig, out_dir: str | Path) -> dict[str,
         KeyError: If a strategy name is unknown (the message lists the known ones).
         ValueError: If ``out_dir`` holds a run with other settings, or the class order is invalid.
     """
+    out_dir = check_session(config, out_dir)
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    session = open_session(config, out_dir)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in config.strategies}
+    for order_index in range(order_count(config)):
+        benchmarks: dict[bool, IncrementalBenchmark] = {}  # one per order, shared by its strategies
+        for name in config.strategies:
+            runs[name].append(run_in_session(session, config, out_dir, name, order_index, benchmarks))
+    return report_session(config, out_dir, session.facts, runs, wall_seconds=time.perf_counter() - wall_start,
+                          cpu_seconds=time.process_time() - cpu_start)
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """What the reports of a run directory say about what its runs share."""
+
+    compounds: tuple[str, ...]  # the compound classes of the data, in taxonomy order
+    basic: dict[str, Any]  # the basic phase's summary
+    subjects: dict[str, list[int]]  # the subjects of each split
+    feature_cache: dict[str, Any]  # whether the frozen trunk is cached, why, and its size
+
+
+@dataclass(frozen=True)
+class IncrementalSession:
+    """What every (strategy, order) run of a run directory shares, built once by :func:`open_session`."""
+
+    dataset: FaceExpressionDataset  # the basic and compound images
+    basic_names: tuple[str, ...]  # the basic classes, in output order
+    basic_model: torch.nn.Module  # the basic phase's model; every run starts from a copy
+    splits: np.ndarray  # (N,) the side of every image (see cfer.continual.benchmark.stream_splits)
+    split: BackboneSplit | None  # where the backbone is cut for the feature cache
+    cache: FeatureCache | None  # the frozen trunk's activations of every image
+    facts: SessionFacts
+
+
+def check_session(config: IncrementalConfig, out_dir: str | Path) -> Path:
+    """Refuses unknown strategies and a run directory that holds other settings, before any work.
+
+    Returns:
+        ``out_dir``, created.
+    """
     for name in config.strategies:
         STRATEGIES.key(name)  # an unknown name fails before any training, listing the known ones
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_resumable(config, out_dir, _RESUMABLE_CHANGES)
-    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    return out_dir
 
+
+def open_session(config: IncrementalConfig, out_dir: Path) -> IncrementalSession:
+    """Reads the data, trains (or reuses) the basic phase in ``out_dir/basic`` and caches the frozen trunk.
+
+    Raises:
+        ValueError: If the data cannot be split, or the class order is not one of the data's compounds.
+    """
     basic_names = basic_classes(config.basic)
     dataset, compounds = _stream_data(config, basic_names)
     split_policy(dataset, config.basic.data.split)  # a dataset that cannot be split fails before any file is written
@@ -122,39 +187,78 @@ def run_incremental(config: IncrementalConfig, out_dir: str | Path) -> dict[str,
     if config.class_order is not None and sorted(config.class_order) != sorted(compounds):
         raise ValueError(f"class_order must be a permutation of the compound classes of the data {list(compounds)}")
     basic_model, basic_summary, splits = _basic_phase(config, dataset, basic_names, out_dir / "basic")
-    orders = (
-        [tuple(config.class_order)]
-        if config.class_order is not None
-        else draw_compound_orders(compounds, config.orders, config.seed)
-    )
     device = resolve_device(config.device)
     basic_model.to(device)
     split, cache, cache_info = _feature_cache(config, basic_model, dataset, device)
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in config.strategies}
-    mean, std = basic_model.data_config["mean"], basic_model.data_config["std"]
-    for order_index, order in enumerate(orders):
-        benchmarks: dict[bool, IncrementalBenchmark] = {}
-        for name in config.strategies:
-            cached = cache is not None and STRATEGIES[name].trunk_inputs
-            if cached not in benchmarks:
-                benchmarks[cached] = build_benchmark(dataset, basic_names, order, splits, mean, std, config.augment,
-                                                     cache if cached else None)
-            run_dir = out_dir / "runs" / name / f"order_{order_index}"
-            seed = config.seed * 1000 + order_index
-            runs[name].append(run_stream(name, benchmarks[cached], basic_model, config, run_dir, device, seed,
-                                         split if cached else None))
-    subjects = dataset.subject_ids.numpy()
-    return write_reports(
-        out_dir,
-        runs,
-        basic=basic_summary,
-        subjects={name: sorted({int(s) for s in subjects[splits == code]}) if dataset.subjects_known else []
-                  for code, name in enumerate(SPLITS)},
-        wall_seconds=time.perf_counter() - wall_start,
-        cpu_seconds=time.process_time() - cpu_start,
-        feature_cache=cache_info,
-        confusion_plots=config.confusion_plots,
-    )
+    subject_ids = dataset.subject_ids.numpy()
+    subjects = {name: sorted({int(s) for s in subject_ids[splits == code]}) if dataset.subjects_known else []
+                for code, name in enumerate(SPLITS)}
+    return IncrementalSession(dataset, basic_names, basic_model, splits, split, cache,
+                   SessionFacts(compounds, basic_summary, subjects, cache_info))
+
+
+def order_count(config: IncrementalConfig) -> int:
+    """How many orders of the compound classes a session runs: one for ``class_order``, else ``orders``."""
+    return 1 if config.class_order is not None else config.orders
+
+
+def compound_orders(config: IncrementalConfig, compounds: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The orders of arrival of the compound classes: ``class_order``, or ``orders`` random ones.
+
+    Order ``k`` is the same whatever the number of orders.
+    """
+    if config.class_order is not None:
+        return [tuple(config.class_order)]
+    return draw_compound_orders(compounds, order_count(config), config.seed)
+
+
+def run_directory(out_dir: str | Path, name: str, order_index: int) -> Path:
+    """The folder of one (strategy, order) run."""
+    return Path(out_dir) / "runs" / name / f"order_{order_index}"
+
+
+def finished_run(run_dir: str | Path) -> dict[str, Any] | None:
+    """The result of a run that finished earlier, or None: a finished run is never trained again."""
+    result_path = Path(run_dir) / "result.json"
+    return read_json(result_path) if result_path.exists() else None
+
+
+def run_in_session(session: IncrementalSession, config: IncrementalConfig, out_dir: str | Path, name: str,
+                   order_index: int, benchmarks: dict[bool, IncrementalBenchmark] | None = None) -> dict[str, Any]:
+    """Runs (or resumes, or reuses) strategy ``name`` over order ``order_index`` of a session.
+
+    Args:
+        session: What the runs share.
+        config: The settings.
+        out_dir: The run directory.
+        name: Strategy name.
+        order_index: Which order of :func:`compound_orders`.
+        benchmarks: This order's streams already built, by whether they hold cached activations;
+            a new one is added.
+
+    Returns:
+        The run's result (see :func:`run_stream`).
+    """
+    order = compound_orders(config, session.facts.compounds)[order_index]
+    cached = session.cache is not None and STRATEGIES[name].trunk_inputs
+    benchmarks = {} if benchmarks is None else benchmarks
+    if cached not in benchmarks:
+        data_config = session.basic_model.data_config
+        benchmarks[cached] = build_benchmark(session.dataset, session.basic_names, order, session.splits,
+                                             data_config["mean"], data_config["std"], config.augment,
+                                             session.cache if cached else None)
+    device = resolve_device(config.device)
+    return run_stream(name, benchmarks[cached], session.basic_model.to(device), config,
+                      run_directory(out_dir, name, order_index), device, config.seed * 1000 + order_index,
+                      session.split if cached else None)
+
+
+def report_session(config: IncrementalConfig, out_dir: str | Path, facts: SessionFacts,
+                   runs: dict[str, list[dict[str, Any]]], wall_seconds: float, cpu_seconds: float) -> dict[str, Any]:
+    """Writes a session's reports (see :func:`cfer.continual.reports.write_reports`) and returns its summary."""
+    return write_reports(out_dir, runs, basic=facts.basic, subjects=facts.subjects, wall_seconds=wall_seconds,
+                         cpu_seconds=cpu_seconds, feature_cache=facts.feature_cache,
+                         confusion_plots=config.confusion_plots)
 
 
 def run_stream(
@@ -185,10 +289,10 @@ def run_stream(
         ``complete`` is False when ``config.max_experiences`` stopped it early.
     """
     run_dir = Path(run_dir)
-    result_path = run_dir / "result.json"
-    if result_path.exists():
-        logger.info("%s: finished earlier; reusing %s", run_dir, result_path)
-        return read_json(result_path)
+    finished = finished_run(run_dir)
+    if finished is not None:
+        logger.info("%s: finished earlier; reusing its result.json", run_dir)
+        return finished
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = STRATEGIES[name]
     seed_everything(seed)
@@ -237,7 +341,7 @@ def run_stream(
         save_checkpoint(final, run_dir / "model.safetensors",
                         {"classes": list(benchmark.classes), "phase": "incremental", "strategy": name})
     if result["complete"]:
-        write_json(result_path, result)
+        write_json(run_dir / "result.json", result)
         checkpoint.discard()
     return result
 

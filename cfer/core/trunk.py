@@ -373,6 +373,7 @@ class FeatureCache:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         directory: str | Path | None = None,
+        map_rows: Callable[[Callable[[slice], Tensor], int], Tensor] | None = None,
     ) -> FeatureCache:
         """Run the trunk once over ``images`` (or reload a disk cache with the same key).
 
@@ -388,6 +389,9 @@ class FeatureCache:
             dtype: Storage type; float16 halves the memory and is not bit-exact.
             directory: Memory-map the activations from a ``.npy`` file there (kept for the next run
                 with the same key); None keeps them in memory.
+            map_rows: Runs a function of a slice of the rows over all ``n`` rows and concatenates the
+                outputs, e.g. :meth:`cfer.distributed.Ranks.map_rows`, which gives each process of a
+                ``torchrun`` launch a block; None runs the trunk over every row here.
 
         Returns:
             The cache.
@@ -397,7 +401,10 @@ class FeatureCache:
         if path is not None and path.exists():
             logger.info("feature cache: reusing %s", path)
             return cls(torch.from_numpy(np.load(path, mmap_mode="c")), key, path)
-        activations = predict(split.trunk, images, batch_size, device, preprocess=preprocess).to(dtype)
+        def trunk(rows: slice) -> Tensor:
+            return predict(split.trunk, images[rows], batch_size, device, preprocess=preprocess)
+
+        activations = (trunk(slice(None)) if map_rows is None else map_rows(trunk, len(images))).to(dtype)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_suffix(".tmp.npy")

@@ -24,6 +24,7 @@ class MemberSpec:
     trainable_blocks: int = 2  # last block groups trained; the rest is frozen and computed once
     pretrained: str = "imagenet"  # 'imagenet' or 'none'
     lr: float = 3e-4  # Adam learning rate (1e-3 made two trainable groups of lite0 collapse to one class)
+    dropout: float = 0.2  # dropout before the linear head while training
 
 
 def _teachers() -> list[MemberSpec]:

@@ -14,6 +14,11 @@ Layout of ``out_dir``::
     teachers/<k>/model.safetensors, metrics.json     one per member (reused when finished)
     students/<kind>/model.safetensors, metrics.json  one per student kind (reused when finished)
     results.json, results.md, accuracy_vs_macs.png
+
+Under ``torchrun`` (see :mod:`cfer.distributed.ranks`) the ranks train each network together with
+DistributedDataParallel, each on its share of every global batch of ``batch_size``, its frozen trunk's
+activations computed a block of rows per rank; rank 0 alone writes ``out_dir`` and decides early
+stopping, and sends the others a finished network's weights.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from cfer.data.splits import assign_splits, split_indices
 from cfer.distill.config import STUDENT_KINDS, DistillConfig, MemberSpec
 from cfer.distill.metrics import affect_metrics, model_cost
 from cfer.distill.reports import write_distill_reports
+from cfer.distributed.ranks import Ranks, current_ranks
 from cfer.io import read_json, write_json
 from cfer.models.checkpoint import load_checkpoint, save_checkpoint
 from cfer.models.classifier import (
@@ -108,10 +114,11 @@ def run_distillation(config: DistillConfig, out_dir: str | Path) -> dict[str, An
     if dataset.valence_arousal is None:
         raise ValueError(f"{config.data.source} gives no valence/arousal; cfer distill needs them (a CSV manifest "
                          "with valence and arousal columns, or the synthetic faces)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    check_resumable(config, out_dir, may_change=("students", "device", "progress"))
-    write_skipped(dataset.skipped, out_dir)
-    save_config(config, out_dir / "config.yaml")
+    if current_ranks().main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        check_resumable(config, out_dir, may_change=("students", "device", "progress"))
+        write_skipped(dataset.skipped, out_dir)
+        save_config(config, out_dir / "config.yaml")
     split = split_indices(assign_splits(dataset, config.fold, config.folds, config.val_fraction, config.seed,
                                         config.data.split))
     device = resolve_device(config.device)
@@ -135,7 +142,8 @@ def run_distillation(config: DistillConfig, out_dir: str | Path) -> dict[str, An
                "images": {name: len(rows) for name, rows in split._asdict().items()},
                "wall_seconds": time.perf_counter() - start}
     summary["headline"] = _headline(summary)
-    write_distill_reports(summary, out_dir)
+    if current_ranks().main:
+        write_distill_reports(summary, out_dir)
     return summary
 
 
@@ -146,30 +154,37 @@ def _network(config: DistillConfig, dataset: FaceExpressionDataset, split: Any, 
 
     A finished network whose outputs are not needed (a student) is not run again at all.
     """
+    ranks = current_ranks()
     done = directory / "metrics.json"
-    if done.exists() and not keep_outputs:
-        return read_json(done), None
+    finished = ranks.broadcast(read_json(done) if ranks.main and done.exists() else None)
+    if finished is not None and not keep_outputs:
+        return finished, None
     torch.manual_seed(config.seed)
     model = create_model(ModelConfig(backbone=spec.backbone, pretrained=spec.pretrained, head="linear",
-                                     regression_outputs=2, dropout=0.2), len(dataset.classes)).to(device)
+                                     regression_outputs=2, dropout=spec.dropout), len(dataset.classes)).to(device)
     freeze_backbone(model, spec.trainable_blocks)
     preprocess = _preprocess(model, spec.size)
     cut = split_backbone(model.backbone, spec.trainable_blocks, preprocess(dataset.images[:2]).to(device))
-    cache = FeatureCache.build(cut, dataset.images, preprocess, f"{spec}", 128, device)
+    cache = FeatureCache.build(cut, dataset.images, preprocess, f"{spec}", 128, device,
+                               map_rows=ranks.map_rows if ranks.distributed else None)
     tail = _MultiTaskTail(cut.tail, model).to(device)
-    if done.exists():
-        model.load_state_dict(load_checkpoint(directory / "model.safetensors")[0].state_dict())
+    if finished is not None:
+        weights = load_checkpoint(directory / "model.safetensors")[0].state_dict() if ranks.main else None
+        model.load_state_dict(ranks.broadcast(weights))
     else:
-        _fit(config, spec.lr, tail, cache, split, loss, device, description=directory.name)
+        _fit(config, spec.lr, tail, cache, split, loss, device, description=directory.name, ranks=ranks)
     outputs = _outputs(tail, cache, device)
-    if done.exists():
-        return read_json(done), outputs
-    record = _score(dataset, split, outputs) | {"cost": model_cost(model, spec.size), "spec": vars(spec)}
-    save_checkpoint(model.cpu(), directory / "model.safetensors", {"classes": list(dataset.classes),
-                                                                 "phase": "distill", "name": directory.name,
-                                                                 "size": spec.size})
-    model.to(device)
-    write_json(done, record)
+    if finished is not None:
+        return finished, outputs
+    # timed by rank 0 alone, while the others wait: not against the others' timing runs
+    cost = ranks.broadcast(model_cost(model, spec.size) if ranks.main else None)
+    record = _score(dataset, split, outputs) | {"cost": cost, "spec": vars(spec)}
+    if ranks.main:
+        save_checkpoint(model.cpu(), directory / "model.safetensors", {"classes": list(dataset.classes),
+                                                                     "phase": "distill", "name": directory.name,
+                                                                     "size": spec.size})
+        model.to(device)
+        write_json(done, record)
     return record, outputs
 
 
@@ -207,23 +222,29 @@ def _preprocess(model: ExpressionClassifier, size: int) -> Callable[[Tensor], Te
 
 
 def _fit(config: DistillConfig, lr: float, tail: _MultiTaskTail, cache: FeatureCache, split: Any, loss: LossFn,
-         device: torch.device, description: str) -> None:
-    """Adam on the tail over cached activations, early-stopped on the validation images' loss."""
+         device: torch.device, description: str, ranks: Ranks = Ranks()) -> None:
+    """Adam on the tail over cached activations, early-stopped on the validation images' loss.
+
+    Every rank draws the same global batches; each trains on its share (DDP averages the gradients),
+    and rank 0's validation loss decides when to stop.
+    """
     optimizer = torch.optim.Adam([p for p in tail.parameters() if p.requires_grad], lr=lr)
     stopper = EarlyStopping(config.patience)
     generator = torch.Generator().manual_seed(config.seed)
     train, val = torch.as_tensor(split.train), torch.as_tensor(split.val)
+    network = ranks.wrap(tail)
     for epoch in tqdm(range(config.epochs), desc=description, disable=not config.progress, leave=False):
         tail.train()
         for rows in train[torch.randperm(len(train), generator=generator)].split(config.batch_size):
-            logits, affect = tail(cache[rows].float().to(device))
+            share, factor = ranks.shard(len(rows))  # one process: every row, factor 1
+            logits, affect = network(cache[rows[share]].float().to(device))
             optimizer.zero_grad()
-            loss(logits, affect, rows).backward()
+            (factor * loss(logits, affect, rows[share])).backward()
             optimizer.step()
         tail.eval()
         with torch.no_grad():
             logits, affect = tail(cache[val].float().to(device))
-            if stopper.step(float(loss(logits, affect, val)), tail, epoch):
+            if stopper.step(ranks.broadcast(float(loss(logits, affect, val))), tail, epoch):
                 break
     stopper.restore(tail)
 

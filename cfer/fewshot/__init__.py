@@ -68,6 +68,7 @@ from cfer.fewshot.runner import run_fewshot, split_subjects
 from cfer.fewshot.sampler import Episode, EpisodeSampler, LabelledSamples
 from cfer.fewshot.sessions import Session, SessionSampler
 from cfer.fewshot.stats import MeanCI, mean_ci
+from cfer.fewshot.sweep import run_fewshot_sweep
 
 __all__ = [
     "CLASS_POOLS",
@@ -123,6 +124,7 @@ __all__ = [
     "reference_results",
     "register_episode_classifier",
     "run_fewshot",
+    "run_fewshot_sweep",
     "run_fscil_method",
     "run_paper_protocol",
     "select_shots",

@@ -62,7 +62,15 @@ from cfer.training.basic import (
 )
 from cfer.training.loop import resolve_device
 
-__all__ = ["run_fewshot", "split_subjects"]
+__all__ = [
+    "FewShotSession",
+    "fewshot_parts",
+    "open_fewshot",
+    "part_path",
+    "run_fewshot",
+    "run_fewshot_part",
+    "split_subjects",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -126,16 +134,9 @@ def run_fewshot(config: FewShotConfig, out_dir: str | Path) -> dict[str, Any]:
             or a protocol cannot run.
     """
     start = time.perf_counter()
-    check_method_options(config.methods, config.method_options)
-    if config.paper.enabled and config.paper.trainable_blocks > 0 and list(config.methods) != ["paper"]:
-        raise ValueError("paper.trainable_blocks > 0 trains the 'paper' method on images, which no other method "
-                         f"does; set methods: [paper] (got {list(config.methods)})")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, out_dir / "config.yaml")
-    device = resolve_device(config.device)
-    teacher, teacher_classes, basic_dir = _basic_model(config, out_dir, device)
-    data = _data(config, basic_dir, teacher, device, out_dir)
+    session = open_fewshot(config, out_dir)
+    teacher, teacher_classes, basic_dir, data = session.teacher, session.teacher_classes, session.basic_dir, session.data
     subjects, scored = data.backbones["basic"].subject_ids.numpy(), config.evaluate_on.replace("-", "_")
     summary: dict[str, Any] = {
         "config": config_to_dict(config),
@@ -146,18 +147,82 @@ def run_fewshot(config: FewShotConfig, out_dir: str | Path) -> dict[str, Any]:
         "images": {"shot_pool": int(data.pool.sum()), scored: int(data.scored.sum())},
         "subjects_known": data.subjects_known,  # False: the subject counts above count images
     }
-    teacher = teacher.cpu()
     if config.paper.enabled:
         summary["paper"] = _paper(config, teacher, teacher_classes, data, basic_dir, out_dir)
     if config.fscil.enabled:
         summary["fscil"] = _fscil(config, teacher, teacher_classes, data, out_dir)
     if config.episodic.enabled:
-        summary["episodic"] = _part(out_dir / "parts" / "episodic.json", _settings(config, data, "episodic"),
-                                    lambda: _episodic(config.episodic, data, config.seed))
+        summary["episodic"] = _episodic_part(config, data, out_dir)
     summary["wall_seconds"] = time.perf_counter() - start
     summary["out_dir"] = str(out_dir)
     write_fewshot_reports(summary, out_dir)
     return summary
+
+
+@dataclasses.dataclass(frozen=True)
+class FewShotSession:
+    """What every part of a few-shot run shares, built once by :func:`open_fewshot`."""
+
+    teacher: ExpressionClassifier  # the basic-phase model, on the CPU
+    teacher_classes: tuple[str, ...]  # its classes, in output order
+    basic_dir: Path  # its run
+    data: _Data  # the features of every image and where each belongs
+
+
+def open_fewshot(config: FewShotConfig, out_dir: str | Path) -> FewShotSession:
+    """Checks the settings, trains (or reuses) the basic phase and computes (or reads) the features.
+
+    Raises:
+        ValueError: If a method or option is unknown, the protocols cannot run together, or the
+            few-shot data does not match the basic run's.
+    """
+    check_method_options(config.methods, config.method_options)
+    if config.paper.enabled and config.paper.trainable_blocks > 0 and list(config.methods) != ["paper"]:
+        raise ValueError("paper.trainable_blocks > 0 trains the 'paper' method on images, which no other method "
+                         f"does; set methods: [paper] (got {list(config.methods)})")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, out_dir / "config.yaml")
+    device = resolve_device(config.device)
+    teacher, teacher_classes, basic_dir = _basic_model(config, out_dir, device)
+    data = _data(config, basic_dir, teacher, device, out_dir)
+    return FewShotSession(teacher.cpu(), teacher_classes, basic_dir, data)
+
+
+def fewshot_parts(config: FewShotConfig) -> list[tuple[str, str | None]]:
+    """The parts a run computes, each kept in ``parts/``: (protocol, method), the episodic one without a method."""
+    parts: list[tuple[str, str | None]] = []
+    for protocol in ("paper", "fscil"):
+        if getattr(config, protocol).enabled:
+            parts += [(protocol, method) for method in config.methods]
+    return parts + ([("episodic", None)] if config.episodic.enabled else [])
+
+
+def part_path(out_dir: str | Path, protocol: str, method: str | None) -> Path:
+    """Where a finished part is kept."""
+    parts = Path(out_dir) / "parts"
+    return parts / f"{protocol}.json" if method is None else parts / protocol / f"{method}.json"
+
+
+def run_fewshot_part(config: FewShotConfig, session: FewShotSession, out_dir: str | Path, protocol: str,
+                     method: str | None) -> None:
+    """Computes one part of :func:`fewshot_parts` into ``parts/`` (or finds it there), as a whole run would.
+
+    The reports are left to :func:`run_fewshot`, which then reuses every part.
+    """
+    alone = dataclasses.replace(config, methods=[method] if method is not None else config.methods)
+    out_dir = Path(out_dir)
+    if protocol == "paper":
+        _paper(alone, session.teacher, session.teacher_classes, session.data, session.basic_dir, out_dir)
+    elif protocol == "fscil":
+        _fscil_methods(alone, session.teacher, session.teacher_classes, session.data, out_dir)
+    else:
+        _episodic_part(config, session.data, out_dir)
+
+
+def _episodic_part(config: FewShotConfig, data: _Data, out_dir: Path) -> dict[str, Any]:
+    return _part(part_path(out_dir, "episodic", None), _settings(config, data, "episodic"),
+                 lambda: _episodic(config.episodic, data, config.seed))
 
 
 def _basic_model(config: FewShotConfig, out_dir: Path,
@@ -283,7 +348,7 @@ def _paper(config: FewShotConfig, teacher: ExpressionClassifier, teacher_classes
         pool, scored = dataset.subset(data.pool), dataset.subset(data.scored)
     merged: dict[str, Any] = {}
     for method in config.methods:
-        result = _part(out_dir / "parts" / "paper" / f"{method}.json", _settings(config, data, "paper", method),
+        result = _part(part_path(out_dir, "paper", method), _settings(config, data, "paper", method),
                        lambda method=method: run_paper_protocol(teacher, teacher_classes, pool, scored, config.paper,
                                                                 data.compounds, seed=config.seed, methods=[method],
                                                                 method_options=config.method_options,
@@ -296,6 +361,16 @@ def _paper(config: FewShotConfig, teacher: ExpressionClassifier, teacher_classes
 def _fscil(config: FewShotConfig, teacher: ExpressionClassifier, teacher_classes: tuple[str, ...], data: _Data,
            out_dir: Path) -> dict[str, Any]:
     """FSCIL sessions, one part per method, and the full-data continual references."""
+    methods = _fscil_methods(config, teacher, teacher_classes, data, out_dir)
+    subjects = np.unique(data.backbones["basic"].subset(data.scored).subject_ids.numpy()).tolist()
+    return {"n_way": config.fscil.n_way, "shots": [str(k) for k in config.fscil.shots],
+            "orders": config.fscil.orders, "seeds": config.fscil.seeds, "num_base": len(teacher_classes),
+            "methods": methods, "references": reference_results(config.fscil.reference_runs, subjects)}
+
+
+def _fscil_methods(config: FewShotConfig, teacher: ExpressionClassifier, teacher_classes: tuple[str, ...],
+                   data: _Data, out_dir: Path) -> dict[str, Any]:
+    """Each method's FSCIL sessions, one part per method."""
     features = data.backbones["basic"]
     pool, scored = features.subset(data.pool), features.subset(data.scored)
     basic_ids = torch.tensor([features.classes.index(c) for c in teacher_classes])
@@ -303,15 +378,11 @@ def _fscil(config: FewShotConfig, teacher: ExpressionClassifier, teacher_classes
     output_of = {int(c): j for j, c in enumerate(basic_ids)}
     base = BaseSession(teacher.head, pool.features[in_base],
                        torch.tensor([output_of[int(t)] for t in pool.targets[in_base]], dtype=torch.int64))
-    methods = {method: _part(out_dir / "parts" / "fscil" / f"{method}.json", _settings(config, data, "fscil", method),
-                             lambda method=method: run_fscil_method(
-                                 method, base, pool, scored, teacher_classes, data.compounds, config.fscil,
-                                 config.method_options.get(method), seed=config.seed, progress=config.progress))
-               for method in config.methods}
-    subjects = np.unique(scored.subject_ids.numpy()).tolist()
-    return {"n_way": config.fscil.n_way, "shots": [str(k) for k in config.fscil.shots],
-            "orders": config.fscil.orders, "seeds": config.fscil.seeds, "num_base": len(teacher_classes),
-            "methods": methods, "references": reference_results(config.fscil.reference_runs, subjects)}
+    return {method: _part(part_path(out_dir, "fscil", method), _settings(config, data, "fscil", method),
+                          lambda method=method: run_fscil_method(
+                              method, base, pool, scored, teacher_classes, data.compounds, config.fscil,
+                              config.method_options.get(method), seed=config.seed, progress=config.progress))
+            for method in config.methods}
 
 
 def _imagenet_name(model: ExpressionClassifier) -> str:

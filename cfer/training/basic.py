@@ -19,6 +19,13 @@ A run directory holds, per fold, ``fold_<k>/model.safetensors``, ``metrics.json`
 ``model.safetensors`` (the selected fold's model) and ``metrics.json`` (all folds). Every file is
 written atomically, and ``fold_<k>/state.pt`` (written after each epoch) lets an interrupted run
 resume where it stopped when started again with the same directory.
+
+Under ``torchrun`` (see :mod:`cfer.distributed.ranks`) every rank runs the same fold: the training
+stages with DistributedDataParallel, each rank on its share of every global batch of ``batch_size``;
+the passes without gradients (features, cached activations, validation, test) split by rows and
+gathered, so that early stopping decides the same on every rank; the head stage on cached features
+(a few small matrix products) on every rank alike. Rank 0 alone writes the run directory and sends
+the others what they need of it (a resume state, a finished fold).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from cfer.data.dataset import FaceExpressionDataset
 from cfer.data.reading import write_skipped
 from cfer.data.sources import DataConfig, load_dataset
 from cfer.data.splits import SubjectSplit, assign_splits, split_indices, split_policy
+from cfer.distributed.ranks import Ranks, current_ranks
 from cfer.io import atomic_write, read_json, write_json
 from cfer.models.checkpoint import load_checkpoint, save_checkpoint
 from cfer.models.classifier import ModelConfig, create_model, freeze_backbone
@@ -110,21 +118,24 @@ def run_basic_phase(config: BasicPhaseConfig, out_dir: str | Path, dataset: Face
             the basic classes).
 
     Returns:
-        The run summary that is also written to ``out_dir/metrics.json``.
+        The run summary that is also written to ``out_dir/metrics.json`` (on every rank under ``torchrun``).
     """
     if config.fold is not None and not 0 <= config.fold < config.folds:
         raise ValueError(f"fold must be in [0, {config.folds}), got {config.fold}")
+    ranks = current_ranks()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    check_resumable(config, out_dir, may_change=("fold", "progress", "device"))
+    if ranks.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        check_resumable(config, out_dir, may_change=("fold", "progress", "device"))
     classes = basic_classes(config)
     start = time.perf_counter()
     dataset = load_dataset(config.data, classes) if dataset is None else dataset.select_classes(classes)
-    write_skipped(dataset.skipped, out_dir)
     _check_classes(dataset, config)
     _check_regression(dataset, config)
     policy = split_policy(dataset, config.data.split)
-    save_config(config, out_dir / "config.yaml")  # once the data is read: a run refused for its data is no run
+    if ranks.main:
+        write_skipped(dataset.skipped, out_dir)
+        save_config(config, out_dir / "config.yaml")  # once the data is read: a run refused for its data is no run
     logger.info("basic phase on %d images of %s, classes %s; %s split", len(dataset),
                 f"{len(dataset.subjects())} subjects" if dataset.subjects_known else "unknown subjects", classes,
                 _POLICY_TEXT[policy])
@@ -132,7 +143,12 @@ def run_basic_phase(config: BasicPhaseConfig, out_dir: str | Path, dataset: Face
     if policy == "official":
         folds = [0]  # one official train/test split, one fold
     for fold in folds:
-        _run_fold(config, dataset, fold, out_dir / f"fold_{fold}")
+        _run_fold(config, dataset, fold, out_dir / f"fold_{fold}", ranks)
+    return ranks.broadcast(_summarize(config, classes, out_dir, start) if ranks.main else None)
+
+
+def _summarize(config: BasicPhaseConfig, classes: tuple[str, ...], out_dir: Path, start: float) -> dict:
+    """Selects the fold carried on, copies its model to the top, and writes ``metrics.json``."""
     # Folds may be run one at a time (--fold k); the summary covers every finished fold of the run.
     results = [read_json(path) for k in range(config.folds) if (path := out_dir / f"fold_{k}" / "metrics.json").exists()]
 
@@ -193,19 +209,22 @@ def load_basic_model(run_dir: str | Path):
     return load_checkpoint(path)
 
 
-def _run_fold(config: BasicPhaseConfig, dataset: FaceExpressionDataset, fold: int, fold_dir: Path) -> dict:
+def _run_fold(config: BasicPhaseConfig, dataset: FaceExpressionDataset, fold: int, fold_dir: Path,
+              ranks: Ranks) -> dict:
     """Trains, evaluates and saves one fold; resumes from ``fold_dir/state.pt``; reuses a finished fold."""
     done = fold_dir / "metrics.json"
-    if done.exists():
+    finished = ranks.broadcast(read_json(done) if ranks.main and done.exists() else None)
+    if finished is not None:
         logger.info("fold %d already finished; reusing %s", fold, done)
-        return read_json(done)
-    fold_dir.mkdir(parents=True, exist_ok=True)
+        return finished
+    if ranks.main:
+        fold_dir.mkdir(parents=True, exist_ok=True)
     fold_start = time.perf_counter()
     split = split_indices(assign_splits(dataset, fold, config.folds, config.val_fraction, config.seed,
                                         config.data.split))
     train, val, test = (dataset.subset(indices) for indices in split)
-    trainer, generator = _fold_trainer(config, len(dataset.classes), fold)
-    progress = _FoldProgress(fold_dir / "state.pt", generator)
+    trainer, generator = _fold_trainer(config, len(dataset.classes), fold, ranks)
+    progress = _FoldProgress(fold_dir / "state.pt", generator, ranks)
     # One stopper across both stages: fine-tuning must beat the head stage's best loss to count.
     stopper = EarlyStopping(config.patience)
     for stage in range(len(_STAGES)):
@@ -219,13 +238,15 @@ def _run_fold(config: BasicPhaseConfig, dataset: FaceExpressionDataset, fold: in
     result.update(seconds=time.perf_counter() - fold_start, history=progress.history,
                   train_images_per_second=float(np.median(progress.throughput)) if progress.throughput else 0.0,
                   epochs=len(progress.history["train_loss"]))
-    plot_curves(progress.history, fold_dir / "curves.png", title=f"fold {fold}")
-    write_json(done, result)
-    progress.discard()
+    if ranks.main:
+        plot_curves(progress.history, fold_dir / "curves.png", title=f"fold {fold}")
+        write_json(done, result)
+        progress.discard()
     return result
 
 
-def _fold_trainer(config: BasicPhaseConfig, num_classes: int, fold: int) -> tuple[Trainer, torch.Generator]:
+def _fold_trainer(config: BasicPhaseConfig, num_classes: int, fold: int,
+                  ranks: Ranks) -> tuple[Trainer, torch.Generator]:
     """The fold's model and trainer, seeded by fold; the generator drives shuffling and augmentation."""
     torch.manual_seed(config.seed * 1000 + fold)
     generator = torch.Generator().manual_seed(config.seed * 1000 + fold)
@@ -237,6 +258,7 @@ def _fold_trainer(config: BasicPhaseConfig, num_classes: int, fold: int) -> tupl
         device=resolve_device(config.device),
         regularizer=_head_l2,
         progress=config.progress,
+        ranks=ranks,
     )
     return trainer, generator
 
@@ -294,12 +316,16 @@ def _stage_trainer(config: BasicPhaseConfig, trainer: Trainer, trainable_blocks:
         logger.info("fine-tuning on images: %s", error)
         return trainer, (None, None)
     dtype = torch.float16 if config.feature_cache.dtype == "float16" else torch.float32
+    ranks = trainer.ranks
+    # the ranks compute a block of rows each; a disk cache would have every rank write the same file
+    directory = config.feature_cache.directory if not ranks.distributed else None
     caches = [FeatureCache.build(split, d.images, lambda images: trainer.inputs(images, train=False),
-                                 repr(trainer.preprocess), 256, trainer.device, dtype, config.feature_cache.directory)
+                                 repr(trainer.preprocess), 256, trainer.device, dtype, directory,
+                                 map_rows=ranks.map_rows if ranks.distributed else None)
               for d in (train, val)]
     logger.info("fine-tuning on cached activations (%s): %s; %s", reason, split.describe(), caches[0].describe())
     student = Trainer(TailClassifier(split.tail, model.head), preprocess=_as_float32, device=trainer.device,
-                      regularizer=_head_l2, progress=config.progress)
+                      regularizer=_head_l2, progress=config.progress, ranks=ranks)
     return student, (caches[0].activations, caches[1].activations)
 
 
@@ -323,10 +349,11 @@ def _evaluate_fold(trainer: Trainer, dataset: FaceExpressionDataset, split: Subj
     test_metrics = classification_metrics(test_eval.targets, test_eval.predictions, dataset.classes)
     if trainer.model.regressor is not None:
         test_metrics["affect"] = affect_metrics(_regress(trainer, test).numpy(), test.valence_arousal.numpy())
-    save_checkpoint(trainer.model.cpu(), fold_dir / "model.safetensors",
-                    {"classes": list(dataset.classes), "phase": "basic", "fold": fold})
-    plot_confusion_matrix(test_metrics["confusion_matrix"], dataset.classes, fold_dir / "confusion_matrix.png",
-                          title=f"fold {fold}: test accuracy {test_metrics['accuracy']:.3f}")
+    if trainer.ranks.main:
+        save_checkpoint(trainer.model.cpu(), fold_dir / "model.safetensors",
+                        {"classes": list(dataset.classes), "phase": "basic", "fold": fold})
+        plot_confusion_matrix(test_metrics["confusion_matrix"], dataset.classes, fold_dir / "confusion_matrix.png",
+                              title=f"fold {fold}: test accuracy {test_metrics['accuracy']:.3f}")
     return {
         "fold": fold,
         "val_accuracy": val_eval.accuracy,
@@ -339,17 +366,20 @@ class _FoldProgress:
     """A fold's training history and its resume file (``state.pt``, written after each epoch).
 
     Args:
-        path: The resume file; read now if it exists.
+        path: The resume file; read now if it exists (by rank 0, which sends it to the others).
         generator: The fold's generator (shuffling, augmentation); its state is saved and restored.
+        ranks: The processes training the fold; rank 0 alone writes the file.
     """
 
-    def __init__(self, path: Path, generator: torch.Generator) -> None:
+    def __init__(self, path: Path, generator: torch.Generator, ranks: Ranks = Ranks()) -> None:
         self.path = path
         self.generator = generator
+        self.ranks = ranks
         self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "train_accuracy": [],
                                                 "val_accuracy": []}
         self.throughput: list[float] = []
-        self.saved: dict[str, Any] | None = torch.load(path, weights_only=True) if path.exists() else None
+        self.saved: dict[str, Any] | None = ranks.broadcast(
+            torch.load(path, weights_only=True) if ranks.main and path.exists() else None)
         if self.saved is not None:
             logger.info("%s: resuming at stage %s, epoch %d", path.parent, _STAGES[self.saved["stage"]],
                         self.saved["epoch"] + 1)
@@ -383,7 +413,9 @@ class _FoldProgress:
 
     def save(self, stage: int, epoch: int, stopped: bool, model: torch.nn.Module,
              optimizer: torch.optim.Optimizer, stopper: EarlyStopping) -> None:
-        """Writes the resume file (atomically) after an epoch."""
+        """Writes the resume file (atomically) after an epoch (rank 0; the ranks hold the same state)."""
+        if not self.ranks.main:
+            return
         state = {
             "stage": stage,
             "epoch": epoch,
@@ -429,10 +461,13 @@ def _fit_head_on_features(trainer: Trainer, train: FaceExpressionDataset, val: F
 def _features(trainer: Trainer, dataset: FaceExpressionDataset) -> torch.Tensor:
     trainer.model.eval()
     # Through a DataLoader, as since the first release: iterating one draws its base seed from the
-    # global generator, which the head's dropout then continues from.
-    images = torch.utils.data.TensorDataset(dataset.images)
-    return predict(trainer.model.features, images, batch_size=256, device=trainer.device,
-                   preprocess=lambda batch: trainer.inputs(batch, train=False), out_device=None)
+    # global generator, which the head's dropout then continues from (on every rank alike).
+    def features(rows: slice) -> torch.Tensor:
+        images = torch.utils.data.TensorDataset(dataset.images[rows])
+        return predict(trainer.model.features, images, batch_size=256, device=trainer.device,
+                       preprocess=lambda batch: trainer.inputs(batch, train=False), out_device=None)
+
+    return trainer.ranks.map_rows(features, len(dataset))
 
 
 def _fit_regressor(trainer: Trainer, train: FaceExpressionDataset, val: FaceExpressionDataset,

@@ -2,7 +2,9 @@
 
 The basic phase and the few-shot protocol train through :class:`Trainer`; the continual phase
 trains through Avalanche strategies instead. On CUDA the loop uses pinned memory, automatic mixed
-precision and channels_last; on the CPU it stays in float32.
+precision and channels_last; on the CPU it stays in float32. Under ``torchrun`` a trainer given the
+launch's :class:`~cfer.distributed.Ranks` trains with DistributedDataParallel, each rank on its share
+of every global batch, and evaluates each rank on its share of every batch.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from cfer.data.dataset import FaceExpressionDataset
+from cfer.distributed.ranks import Ranks
 
 __all__ = ["EpochStats", "Evaluation", "Trainer", "make_loader", "resolve_device"]
 
@@ -100,6 +103,7 @@ class Trainer:
         amp: Mixed precision; defaults to on exactly when the device is CUDA.
         regularizer: Optional callable returning an extra loss term for the model (e.g. L2 on the head).
         progress: Show progress bars.
+        ranks: The processes sharing each batch (one by default); every rank must make the same calls.
     """
 
     def __init__(
@@ -111,6 +115,7 @@ class Trainer:
         amp: bool | None = None,
         regularizer: Callable[[nn.Module], Tensor] | None = None,
         progress: bool = True,
+        ranks: Ranks = Ranks(),
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -122,6 +127,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.device.type == "cuda")
         self.regularizer = regularizer
         self.progress = progress
+        self.ranks = ranks
+        self._wrapped: tuple[tuple[bool, ...], nn.Module] | None = None
 
     def inputs(self, images: Tensor, train: bool) -> Tensor:
         """Moves a uint8 batch to the device and preprocesses it (and augments it, when training)."""
@@ -134,39 +141,67 @@ class Trainer:
         return images
 
     def train_epoch(self, loader: DataLoader, optimizer: torch.optim.Optimizer, description: str = "train") -> EpochStats:
-        """One pass over ``loader``, updating the model."""
+        """One pass over ``loader``, updating the model (each rank on its share of every batch)."""
         self.model.train()
+        network = self._network()
         total_loss, correct, seen = 0.0, 0, 0
         start = time.perf_counter()
         for images, targets in self._bar(loader, description):
-            inputs = self.inputs(images, train=True)
+            inputs = self.inputs(images, train=True)  # the whole batch: the augmentation draws as in one process
             targets = targets.to(self.device, non_blocking=True)
+            factor = None
+            if self.ranks.distributed:
+                rows, factor = self.ranks.shard(len(targets))
+                inputs, targets = inputs[rows.to(self.device)], targets[rows.to(self.device)]
             with torch.autocast(self.device.type, enabled=self.amp):
-                logits = self.model(inputs)
-                loss = nn.functional.cross_entropy(logits, targets)
-                if self.regularizer is not None:
-                    loss = loss + self.regularizer(self.model)
+                logits = network(inputs)
+                classification = nn.functional.cross_entropy(logits, targets)
+                penalty = self.regularizer(self.model) if self.regularizer is not None else None
+                loss = classification if penalty is None else classification + penalty
+                # the rank's share of the global batch's mean; DDP averages the ranks' gradients
+                objective = loss if factor is None else factor * classification + (0.0 if penalty is None else penalty)
             optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(objective).backward()
             self.scaler.step(optimizer)
             self.scaler.update()
-            total_loss += loss.detach().float().item() * len(targets)
-            correct += int((logits.detach().argmax(1) == targets).sum())
-            seen += len(targets)
-        return EpochStats(total_loss / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start)
+            if factor != 0.0:  # a rank without rows of this batch trained on a stand-in row, weighted 0
+                total_loss += loss.detach().float().item() * len(targets)
+                correct += int((logits.detach().argmax(1) == targets).sum())
+                seen += len(targets)
+        total_loss, correct, seen = self.ranks.all_sum([total_loss, correct, seen])
+        return EpochStats(total_loss / max(seen, 1), correct / max(seen, 1), int(seen), time.perf_counter() - start)
+
+    def _network(self) -> nn.Module:
+        """What the forward pass goes through: the model, or its DDP wrapper for the current trainable set."""
+        if not self.ranks.distributed:
+            return self.model
+        trainable = tuple(parameter.requires_grad for parameter in self.model.parameters())
+        if self._wrapped is None or self._wrapped[0] != trainable:  # a new stage trains other parameters
+            # the class loss leaves the regressor of a multi-task model without a gradient
+            unused = getattr(self.model, "regressor", None) is not None
+            self._wrapped = (trainable, self.ranks.wrap(self.model, find_unused_parameters=unused))
+        return self._wrapped[1]
 
     @torch.no_grad()
     def evaluate(self, loader: DataLoader, description: str = "eval") -> Evaluation:
-        """Loss and predictions on ``loader`` with the model in eval mode."""
+        """Loss and predictions on ``loader`` with the model in eval mode (every rank gets all of them)."""
         self.model.eval()
         losses, probabilities, all_targets = [], [], []
         for images, targets in self._bar(loader, description):
+            if self.ranks.distributed:
+                rows = torch.arange(len(targets)).tensor_split(self.ranks.world_size)[self.ranks.rank]
+                images, targets = images[rows], targets[rows]
             targets = targets.to(self.device)
             with torch.autocast(self.device.type, enabled=self.amp):
                 logits = self.model(self.inputs(images, train=False)).float()
-            losses.append(nn.functional.cross_entropy(logits, targets, reduction="sum").item())
+            losses.append(nn.functional.cross_entropy(logits, targets, reduction="sum").item() if len(targets) else 0.0)
             probabilities.append(logits.softmax(1).cpu())
             all_targets.append(targets.cpu())
+        if self.ranks.distributed:  # every batch's blocks, in rank order: the rows in loader order
+            gathered = self.ranks.gather((losses, probabilities, all_targets))
+            losses = [sum(rank[0][k] for rank in gathered) for k in range(len(losses))]
+            probabilities = [rank[1][k] for k in range(len(probabilities)) for rank in gathered]
+            all_targets = [rank[2][k] for k in range(len(all_targets)) for rank in gathered]
         probabilities_tensor = torch.cat(probabilities)
         targets_tensor = torch.cat(all_targets)
         predictions = probabilities_tensor.argmax(1)

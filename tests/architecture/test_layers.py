@@ -4,17 +4,18 @@ Layers, bottom to top; each may import only the layers listed for it (and itself
 
 * ``cfer.taxonomy``, ``cfer.io``, ``cfer.registry``: nothing of cfer;
 * ``cfer.config``, ``cfer.reports``: ``cfer.io``;
+* ``cfer.distributed``: ``cfer.io``: how work is spread (Ray tasks, torchrun ranks), knowing nothing of the work;
 * ``cfer.core``: plain-PyTorch algorithm cores; ``cfer.io``, ``cfer.registry``, never Avalanche;
 * ``cfer.data``: taxonomy, io, registry, config;
 * ``cfer.models``: io, config, registry, core;
 * ``strategies``: the Avalanche adapters; core, io, registry;
-* ``cfer.training``: data, models, core and the bottom layers;
+* ``cfer.training``: data, models, core, distributed and the bottom layers;
 * ``cfer.continual``: strategies, training and everything below;
 * ``cfer.fewshot``, ``cfer.cam``: everything below ``cfer.cli``, not each other;
-* ``cfer.distill``: core, data, models, training and the bottom layers (no Avalanche, no strategies);
+* ``cfer.distill``: core, data, models, training, distributed and the bottom layers (no Avalanche, no strategies);
 * ``cfer.predict``: data, models, cam and the bottom layers: inference needs nothing that trains, and
   ``cfer.cam`` only for ``--cam`` overlays (imported lazily);
-* ``cfer.cli``: everything; nothing imports it.
+* ``cfer.cli``: everything; nothing imports it but ``cfer.__main__`` (``python -m cfer``, ``torchrun -m cfer``).
 
 Avalanche is imported by ``strategies`` and, within ``cfer``, only by the benchmark builder
 (``cfer.continual.benchmark``) and the evaluation plugin's module (``cfer.continual.evaluation``);
@@ -37,17 +38,20 @@ ALLOWED: dict[str, set[str]] = {
     "cfer.registry": set(),
     "cfer.config": {"cfer.io"},
     "cfer.reports": {"cfer.io"},
+    "cfer.distributed": {"cfer.io"},
     "cfer.core": {"cfer.io", "cfer.registry"},
     "cfer.data": BASE,
     "cfer.models": BASE | {"cfer.core"},
     "strategies": BASE | {"cfer.core"},
-    "cfer.training": BASE | {"cfer.core", "cfer.data", "cfer.models"},
-    "cfer.continual": BASE | {"cfer.core", "cfer.data", "cfer.models", "cfer.training", "strategies"},
-    "cfer.fewshot": BASE | {"cfer.core", "cfer.data", "cfer.models", "cfer.training", "cfer.continual", "strategies"},
+    "cfer.training": BASE | {"cfer.core", "cfer.data", "cfer.models", "cfer.distributed"},
+    "cfer.continual": BASE | {"cfer.core", "cfer.data", "cfer.models", "cfer.training", "cfer.distributed", "strategies"},
+    "cfer.fewshot": BASE | {"cfer.core", "cfer.data", "cfer.models", "cfer.training", "cfer.continual",
+                            "cfer.distributed", "strategies"},
     "cfer.cam": BASE | {"cfer.core", "cfer.data", "cfer.models", "cfer.training", "cfer.continual", "strategies"},
-    "cfer.distill": BASE | {"cfer.core", "cfer.data", "cfer.models", "cfer.training"},
+    "cfer.distill": BASE | {"cfer.core", "cfer.data", "cfer.models", "cfer.training", "cfer.distributed"},
     "cfer.predict": BASE | {"cfer.data", "cfer.models", "cfer.cam"},
     "cfer.cli": set(),  # anything: checked separately
+    "cfer.__main__": {"cfer.cli"},
     "cfer": set(),  # cfer/__init__.py
 }
 AVALANCHE_IN_CFER = {"cfer.continual.benchmark", "cfer.continual.evaluation"}
@@ -90,7 +94,7 @@ def test_every_module_belongs_to_a_layer() -> None:
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_module_imports_only_the_layers_below(module: str) -> None:
     layer = _layer(module)
-    if layer in ("cfer.cli", "cfer"):
+    if layer in ("cfer.cli", "cfer", "cfer.__main__"):
         return
     own = {name for name in _imports(MODULES[module]) if name.split(".")[0] in ("cfer", "strategies")}
     imported_layers = {_layer(name) for name in own} - {None, layer}
@@ -108,5 +112,6 @@ def test_avalanche_stays_in_the_adapters(module: str) -> None:
 
 
 def test_nothing_imports_the_cli() -> None:
-    importers = [name for name, path in MODULES.items() if name != "cfer.cli" and "cfer.cli" in _imports(path)]
+    importers = [name for name, path in MODULES.items()
+                 if name not in ("cfer.cli", "cfer.__main__") and "cfer.cli" in _imports(path)]
     assert importers == []
