@@ -8,14 +8,18 @@ error that lists the valid ones.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from cfer.config import ConfigError, config_to_dict, load_config
+from cfer.io import DiskFullError, FolderLockedError, disk_full_error, hold_folder
 
 if TYPE_CHECKING:  # the commands import what they run when they run
     from cfer.distributed import Ranks, RayConfig
@@ -106,7 +110,7 @@ def _synth_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, help="dataset seed (key: seed)")
     parser.add_argument("--contact-sheet", type=Path, metavar="PNG", help="also draw subjects x 22 categories")
     parser.add_argument("--sheet-subjects", type=int, default=6, help="rows of the contact sheet")
-    parser.set_defaults(handler=_run_synth)
+    parser.set_defaults(handler=_run_synth, holds="out")
 
 
 def _run_synth(args: argparse.Namespace) -> int:
@@ -163,7 +167,7 @@ def _train_basic_parser(subparsers) -> None:
     parser.add_argument("--folds", type=int, help="number of subject-wise folds (key: folds)")
     parser.add_argument("--fold", type=int, help="run this fold only (key: fold)")
     _add_data_flags(parser, _TRAIN_BASIC_FLAGS)
-    parser.set_defaults(handler=_run_train_basic)
+    parser.set_defaults(handler=_run_train_basic, holds="out")
 
 
 def _run_train_basic(args: argparse.Namespace) -> int:
@@ -224,7 +228,7 @@ def _train_incremental_parser(subparsers) -> None:
                         "(key: protocol)")
     _add_data_flags(parser, _TRAIN_INCREMENTAL_FLAGS)
     _add_ray_arguments(parser)
-    parser.set_defaults(handler=_run_train_incremental)
+    parser.set_defaults(handler=_run_train_incremental, holds="out")
 
 
 def _run_train_incremental(args: argparse.Namespace) -> int:
@@ -276,7 +280,7 @@ def _compare_parser(subparsers) -> None:
     parser.add_argument("--other-orders", type=int, help="orders of the first seed for the others (key: other_orders)")
     parser.add_argument("--recommended", help="the strategy tested against the others (key: recommended)")
     _add_ray_arguments(parser)
-    parser.set_defaults(handler=_run_compare)
+    parser.set_defaults(handler=_run_compare, holds="out")
 
 
 def _run_compare(args: argparse.Namespace) -> int:
@@ -348,7 +352,7 @@ def _fewshot_parser(subparsers) -> None:
     parser.add_argument("--skip-paper", action="store_true", help="skip the paper's protocol")
     parser.add_argument("--skip-episodic", action="store_true", help="skip the episodic evaluation")
     _add_ray_arguments(parser)
-    parser.set_defaults(handler=_run_fewshot)
+    parser.set_defaults(handler=_run_fewshot, holds="out")
 
 
 def _run_fewshot(args: argparse.Namespace) -> int:
@@ -401,7 +405,7 @@ def _gradcam_parser(subparsers) -> None:
     parser.add_argument("--size", type=int, help="image side in pixels; default: the run's (key: size)")
     parser.add_argument("--no-probe", action="store_true",
                         help="do not fit a linear probe over all categories for a basic-only model")
-    parser.set_defaults(handler=_run_gradcam)
+    parser.set_defaults(handler=_run_gradcam, holds="out")
 
 
 def _run_gradcam(args: argparse.Namespace) -> int:
@@ -436,7 +440,7 @@ def _preprocess_parser(subparsers) -> None:
     parser.add_argument("--size", type=int, help="side of the written faces in pixels (key: size)")
     parser.add_argument("--margin", type=float, help="room around the face, e.g. 0.25 (key: margin)")
     parser.add_argument("--layout", choices=["folder", "manifest"], help="output layout (key: layout)")
-    parser.set_defaults(handler=_run_preprocess)
+    parser.set_defaults(handler=_run_preprocess, holds="output")
 
 
 def _run_preprocess(args: argparse.Namespace) -> int:
@@ -499,7 +503,7 @@ def _distill_parser(subparsers) -> None:
     parser.add_argument("--epochs", type=int, help="most epochs per network (key: epochs)")
     parser.add_argument("--subjects", type=int, help="synthetic subjects (key: data.subjects)")
     parser.add_argument("--device", help="auto, cpu or cuda (key: device)")
-    parser.set_defaults(handler=_run_distill)
+    parser.set_defaults(handler=_run_distill, holds="out")
 
 
 def _run_distill(args: argparse.Namespace) -> int:
@@ -549,7 +553,7 @@ def _predict_parser(subparsers) -> None:
     parser.add_argument("--device", help="auto, cpu or cuda (key: predictor.device)")
     parser.add_argument("--threads", type=int, help="CPU threads; on a busy CPU try 1 (key: threads)")
     parser.add_argument("--max-rows", type=int, default=20, help="rows of the printed table (default: 20)")
-    parser.set_defaults(handler=_run_predict)
+    parser.set_defaults(handler=_run_predict, holds="out")
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -627,11 +631,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.handler(args)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as error:
+        with _holding(args):
+            return args.handler(args)
+    except (ConfigError, FileNotFoundError, ValueError, KeyError, DiskFullError, FolderLockedError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"cfer {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except OSError as error:  # a write outside cfer's own writers (a logger, a library) that filled the disk
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"cfer {args.command}: error: {disk_full_error(error, error.filename or Path.cwd())}", file=sys.stderr)
+        return 2
+
+
+def _holding(args: argparse.Namespace) -> AbstractContextManager[object]:
+    """Holds the command's output folder (``cfer.io.hold_folder``); under torchrun, rank 0 alone holds it."""
+    folder = getattr(args, getattr(args, "holds", ""), None)
+    if folder is None or os.environ.get("RANK", "0") != "0":
+        return nullcontext()
+    return hold_folder(folder, command=f"cfer {args.command}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+from cfer.io import write_json
+
 try:
     import psutil
 except ImportError:  # the memory figures are left out
@@ -137,7 +139,7 @@ def main() -> None:
     report["sweep"] = sweep(args.out, args.subjects, args.epochs)
     report["basic_phase"] = basic_epochs(args.out, args.basic_subjects, args.basic_epochs)
     report["load_average_after"] = os.getloadavg()
-    (args.out / "benchmark_ray.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out / "benchmark_ray.json", report)
     print(json.dumps(report, indent=2))
 
 

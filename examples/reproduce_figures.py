@@ -224,6 +224,22 @@ def orders_figures(work: Path) -> Figures:
     }
 
 
+def ray_figures(work: Path) -> Figures:
+    """"Beyond one machine", from ``examples/benchmark_ray.py``'s JSON."""
+    results = json.loads((work / "benchmark_ray.json").read_text(encoding="utf-8"))
+    sweep, basic = results["sweep"], results["basic_phase"]
+    return {"in_process_seconds": f"{sweep['in_process']['wall_seconds']:.0f}",
+            "ray_seconds": f"{sweep['ray_local']['wall_seconds']:.0f}", "speedup": f"{sweep['speedup']:.2f}",
+            "same_metrics": "the same" if sweep["same_metrics"] else "different",
+            "in_process_mib": f"{sweep['in_process']['peak_rss_mib'] or 0:.0f}",
+            "ray_mib": f"{sweep['ray_local']['peak_rss_mib'] or 0:.0f}",
+            "epoch_1_rank": f"{basic['1_rank']['finetune_epoch_seconds']:.1f}",
+            "epoch_2_rank": f"{basic['2_rank']['finetune_epoch_seconds']:.1f}",
+            "epoch_speedup": f"{basic['epoch_speedup']:.2f}",
+            "accuracy_1_rank": f"{basic['1_rank']['test_accuracy']:.3f}",
+            "accuracy_2_rank": f"{basic['2_rank']['test_accuracy']:.3f}"}
+
+
 def cfer(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "cfer", *arguments]
 
@@ -256,6 +272,7 @@ PARTS: dict[str, Part] = {part.name: part for part in (
     Part("fewshot", lambda work: [example("fewshot_eval.py", "--out", str(work))],
          lambda work: tables_of(work / "results.md")),
     Part("distill", lambda work: [cfer("distill", "--out", str(work))], lambda work: tables_of(work / "results.md")),
+    Part("ray", lambda work: [example("benchmark_ray.py", "--out", str(work))], ray_figures),
     Part("difficulty", lambda work: [example("synthetic_difficulty.py", "--out", str(work / "difficulty.json"))],
          lambda work: {"results": (work / "difficulty.json").read_text(encoding="utf-8")}),
 )}

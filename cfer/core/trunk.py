@@ -29,6 +29,7 @@ from timm.models import group_parameters
 from torch import Tensor, nn
 
 from cfer.core.inference import predict
+from cfer.io import atomic_write
 
 __all__ = [
     "BackboneSplit",
@@ -406,10 +407,8 @@ class FeatureCache:
 
         activations = (trunk(slice(None)) if map_rows is None else map_rows(trunk, len(images))).to(dtype)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(".tmp.npy")
-            np.save(temporary, activations.numpy())
-            temporary.replace(path)
+            array = activations.numpy()
+            atomic_write(path, lambda file: np.save(file, array), size=array.nbytes)
             activations = torch.from_numpy(np.load(path, mmap_mode="c"))
         return cls(activations, key, path)
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from cfer.io import atomic_write
+from cfer.io import atomic_write, load_torch_file
 
 __all__ = ["FaceExpressionDataset", "concat_datasets", "load_metadata"]
 
@@ -388,13 +388,8 @@ def _load_payload(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no saved dataset at {path}")
-    try:
-        payload = torch.load(path, weights_only=True, mmap=mmap, map_location="cpu")
-    except Exception as error:  # torch raises many types for a foreign/corrupt file
-        raise ValueError(
-            f"{path} is not a readable FaceExpressionDataset file ({error}); delete it "
-            "to rebuild the cache"
-        ) from error
+    payload = load_torch_file(path, "it is not a readable FaceExpressionDataset file: delete it to rebuild the cache",
+                              mmap=mmap, map_location="cpu")
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(

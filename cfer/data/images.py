@@ -3,6 +3,8 @@
 Every reader of real photos (CFEE, RAF-DB, folders, CSV manifests, ``cfer preprocess``) decodes
 through :func:`decode_image`, so a file is judged the same way everywhere:
 
+* every format listed in :data:`IMAGE_SUFFIXES` that PIL reads (JPEG, PNG, GIF, BMP, WebP, TIFF);
+  an animated GIF, WebP or PNG gives its first frame (``cfer predict`` reads every frame, as a video's);
 * grayscale, palette, CMYK, RGBA and 16-bit images load, converted to 8-bit RGB (16-bit values
   are scaled by 255 / 65535, not clipped; an alpha channel is dropped);
 * a zero-byte file, a file that is not an image (a text file named ``.jpg``), a truncated or
@@ -21,10 +23,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "BadImageError", "decode_image", "display_path", "is_image_file"]
+__all__ = ["ANIMATED_SUFFIXES", "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "BadImageError", "decode_image", "display_path",
+           "is_animated", "is_image_file", "pil_to_rgb"]
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 """File extensions read as images (any case)."""
+
+ANIMATED_SUFFIXES = frozenset({".gif", ".webp", ".png"})
+"""Image extensions whose files may hold several frames (animated GIF, WebP, APNG)."""
 
 DEFAULT_MAX_PIXELS = 64_000_000
 """The most pixels one image may hold once decoded (reduced JPEG decoding counts at its reduced size)."""
@@ -49,6 +55,17 @@ def display_path(path: str | Path) -> str:
 def is_image_file(path: Path) -> bool:
     """Whether ``path`` is a visible file with an image extension (hidden ``.*`` files are not)."""
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+
+
+def is_animated(path: str | Path) -> bool:
+    """Whether ``path`` is an image file of more than one frame (an unreadable file is not)."""
+    if Path(path).suffix.lower() not in ANIMATED_SUFFIXES:
+        return False
+    try:
+        with Image.open(path) as image:
+            return bool(getattr(image, "is_animated", False))
+    except (OSError, SyntaxError, ValueError):  # UnidentifiedImageError is an OSError
+        return False
 
 
 def decode_image(path: str | Path, size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -109,6 +126,13 @@ def _to_rgb(path: Path, image: Image.Image, size: int | None, max_pixels: int) -
         values = np.asarray(image, dtype=np.float64)
         scale = 255.0 if values.max() <= 1.0 else 1.0
         return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    return pil_to_rgb(image)
+
+
+def pil_to_rgb(image: Image.Image) -> Image.Image:
+    """An 8-bit image of any PIL mode as RGB; a palette's transparency goes through RGBA, then is dropped."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # PIL warns when a palette with transparency goes straight to RGB
     return image.convert("RGB")
 
 

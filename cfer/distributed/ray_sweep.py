@@ -32,7 +32,7 @@ from typing import Any
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from cfer.io import atomic_write_bytes
+from cfer.io import atomic_write_bytes, atomic_write_text
 
 __all__ = ["RayConfig", "SweepError", "SweepOutcome", "SweepTask", "run_sweep"]
 
@@ -128,7 +128,7 @@ def run_sweep(tasks: Sequence[SweepTask], out_dir: str | Path, config: RayConfig
     out_dir.mkdir(parents=True, exist_ok=True)
     started_here = _connect(ray, config)
     token = uuid.uuid4().hex
-    (out_dir / _MARKER).write_text(token, encoding="utf-8")
+    atomic_write_text(out_dir / _MARKER, token)
     try:
         pending = _submit(ray, tasks, out_dir, token, config)
         return _gather(ray, pending, out_dir, {task.name: task for task in tasks}, description)

@@ -51,7 +51,7 @@ from cfer.fewshot.methods import BaseSession, check_method_options
 from cfer.fewshot.protocol import run_paper_protocol
 from cfer.fewshot.reports import write_fewshot_reports
 from cfer.fewshot.threads import one_thread
-from cfer.io import atomic_write, read_json, write_json
+from cfer.io import atomic_write, load_torch_file, read_json, write_json
 from cfer.models.classifier import ExpressionClassifier, create_model
 from cfer.taxonomy import BASIC, COMPOUND
 from cfer.training.basic import (
@@ -238,6 +238,16 @@ def _basic_model(config: FewShotConfig, out_dir: Path,
     return teacher.to(device).eval(), tuple(metadata["classes"]), basic_dir
 
 
+def _read_cache(cache: Path) -> dict[str, Any]:
+    """The stored features, or nothing (they are computed again) when the file is damaged."""
+    try:
+        stored = load_torch_file(cache, "it is computed again")
+    except ValueError as error:
+        logger.warning("%s", error)
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
 def _data(config: FewShotConfig, basic_dir: Path, teacher: ExpressionClassifier, device: torch.device,
           out_dir: Path) -> _Data:
     """Features of every image by each backbone needed, from ``features.pt`` when it matches."""
@@ -245,8 +255,8 @@ def _data(config: FewShotConfig, basic_dir: Path, teacher: ExpressionClassifier,
     key = _fingerprint(config, basic_dir)
     cache = out_dir / "features.pt"
     if config.cache_features and cache.is_file():
-        stored = torch.load(cache, weights_only=True)
-        if stored["key"] == key and all(name in stored["backbones"] for name in wanted):
+        stored = _read_cache(cache)
+        if stored.get("key") == key and all(name in stored.get("backbones", ()) for name in wanted):
             logger.info("few-shot features read from %s", cache)
             return _from_stored(stored, config.evaluate_on)
     stored = _compute_features(config, basic_dir, teacher, device, out_dir, wanted)

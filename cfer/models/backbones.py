@@ -30,6 +30,7 @@ import torch
 from timm.data import resolve_data_config
 from torch import Tensor, nn
 
+from cfer.io import load_torch_file
 from cfer.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -249,7 +250,8 @@ def _create_timm_model(
 
 def _load_packaged(model: nn.Module, packaged: PackagedWeights) -> None:
     path = packaged.path()
-    source = torch.load(path, map_location="cpu", weights_only=True)
+    source = load_torch_file(path, f"reinstall the package that ships it ({packaged.source or 'see its path'})",
+                             map_location="cpu")
     target = model.state_dict()
     mapped, leftover = map_state_dict_in_order(source, target, source_name=str(path))
     # the package's file ends with its 1000-class classifier, which a backbone lacks

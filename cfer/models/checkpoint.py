@@ -92,19 +92,41 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    with safetensors.safe_open(str(path), framework="pt", device=str(device)) as reader:
-        header = reader.metadata() or {}
-        if header.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(
-                f"{path} is not a cfer checkpoint: format {header.get('format')!r}, "
-                f"expected {CHECKPOINT_FORMAT!r}"
-            )
-        state = {key: reader.get_tensor(key) for key in reader.keys()}  # noqa: SIM118 (not a dict)
-    stored = config_from_dict(ModelConfig, json.loads(header["model_config"]), source=str(path))
+    header, state = _read(path, device)
+    try:
+        stored = config_from_dict(ModelConfig, json.loads(header["model_config"]), source=str(path))
+        num_classes, metadata = int(header["num_classes"]), json.loads(header["metadata"])
+    except (KeyError, ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: damaged cfer checkpoint header ({type(error).__name__}: {error}); "
+                         f"{_REMEDY}") from None
     config = dataclasses.replace(stored, pretrained="none", weights=None)
-    model = create_model(config, num_classes=int(header["num_classes"]))
-    model.load_state_dict(state, strict=True)
+    model = create_model(config, num_classes=num_classes)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:  # missing, unexpected or mis-shaped tensors
+        first = str(error).strip().splitlines()[:3]
+        raise ValueError(f"{path}: its tensors do not fit the model its header describes ({' '.join(first)}); "
+                         f"{_REMEDY}") from None
     # keep the config the model was trained with (its weights provenance), not the rebuild one
     model.config = stored
     model.to(device).eval()
-    return model, json.loads(header["metadata"])
+    return model, metadata
+
+
+_REMEDY = "train or copy the model again (a file cut short by a full disk or an interrupted copy reads so)"
+
+
+def _read(path: Path, device: torch.device | str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The header and tensors of a cfer checkpoint file, or a ValueError naming it."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt", device=str(device)) as reader:
+            header = reader.metadata() or {}
+            if header.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(
+                    f"{path} is not a cfer checkpoint: format {header.get('format')!r}, "
+                    f"expected {CHECKPOINT_FORMAT!r}"
+                )
+            state = {key: reader.get_tensor(key) for key in reader.keys()}  # noqa: SIM118 (not a dict)
+    except safetensors.SafetensorError as error:  # truncated, corrupt, or not a safetensors file at all
+        raise ValueError(f"{path} is not a readable .safetensors file ({error}); {_REMEDY}") from None
+    return header, state

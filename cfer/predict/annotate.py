@@ -7,7 +7,9 @@ video under the final name.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +20,12 @@ import cv2
 import numpy as np
 
 from cfer.data.images import display_path
+from cfer.io import disk_full_error
 from cfer.predict.predictor import FacePrediction
 
 __all__ = ["FOURCC_BY_SUFFIX", "AnnotatedVideo", "draw_faces"]
+
+_FULL_BELOW = 1 << 20  # bytes free after encoding under which the disk is taken to have filled
 
 FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
 """The OpenCV codec used for each supported output suffix."""
@@ -113,6 +118,11 @@ class AnnotatedVideo:
     def __exit__(self, exc_type: type[BaseException] | None, exc_value: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self._writer.release()
+        if exc_type is None and self.frames and shutil.disk_usage(self.path.parent).free < _FULL_BELOW:
+            # OpenCV reports no write error: a disk left this close to full has cut the video short
+            written = self._temporary.stat().st_size if self._temporary.exists() else 0
+            self._temporary.unlink(missing_ok=True)
+            raise disk_full_error(OSError(errno.ENOSPC, "No space left on device"), self.path, written=written)
         if exc_type is None and self.frames:
             mask = os.umask(0)
             os.umask(mask)

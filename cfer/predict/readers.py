@@ -6,7 +6,8 @@
 * :func:`collect_inputs` expands folders (recursively) into their image and video files, and records
   what it cannot use (a missing path, a file that is neither) in a :class:`~cfer.data.reading.SkipLog`;
 * :class:`VideoReader` yields RGB frames with their index and time, and raises :class:`BadVideoError`
-  for a file OpenCV cannot open or decode.
+  for a file OpenCV cannot open or decode; an animated image (GIF, WebP, APNG) is read as a video, with
+  PIL, so that ``cfer predict`` predicts every frame of it.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from typing import Literal, Self
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageSequence
 
-from cfer.data.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_image, display_path
+from cfer.data.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, decode_image, display_path, is_animated, pil_to_rgb
 from cfer.data.reading import SkipLog
 
 logger = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def collect_inputs(paths: Iterable[str | Path], skips: SkipLog) -> list[MediaFil
 def _media(path: Path) -> MediaFile | None:
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        return MediaFile(path, "image")
+        return MediaFile(path, "video" if is_animated(path) else "image")
     if suffix in VIDEO_SUFFIXES:
         return MediaFile(path, "video")
     return None
@@ -154,8 +155,11 @@ def _hidden(path: Path, root: Path) -> bool:
 class VideoReader:
     """The frames of a video file, decoded by OpenCV, as RGB; use it in a ``with`` block.
 
+    An image file (an animated GIF, WebP or PNG) is decoded by PIL instead, frame by frame; its
+    frame rate comes from the first frame's duration.
+
     Args:
-        path: The video file.
+        path: The video file, or an animated image.
         stride: Yield every ``stride``-th frame (1: all).
 
     Attributes:
@@ -176,6 +180,15 @@ class VideoReader:
             raise BadVideoError(self.path, "file is missing")
         if self.path.stat().st_size == 0:
             raise BadVideoError(self.path, "empty file (0 bytes)")
+        self.frames_read = 0
+        self._capture: cv2.VideoCapture | None = None
+        self._image: Image.Image | None = None
+        if self.path.suffix.lower() in IMAGE_SUFFIXES:
+            self._open_image()
+        else:
+            self._open_video()
+
+    def _open_video(self) -> None:
         self._capture = cv2.VideoCapture(str(self.path))
         if not self._capture.isOpened():
             self._capture.release()
@@ -183,20 +196,42 @@ class VideoReader:
                                 "it lacks)")
         self.fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
         self.declared_frames = max(0, int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
-        self.frames_read = 0
+
+    def _open_image(self) -> None:
+        try:
+            self._image = Image.open(self.path)
+        except (OSError, SyntaxError, ValueError) as error:  # UnidentifiedImageError is an OSError
+            raise BadVideoError(self.path, f"not a readable image ({error})") from None
+        try:
+            self.declared_frames = int(getattr(self._image, "n_frames", 1))
+        except (OSError, SyntaxError, ValueError, EOFError):  # counting seeks every frame: a cut file fails
+            self.declared_frames = 0
+        duration = float(self._image.info.get("duration") or 0)  # milliseconds per frame
+        self.fps = 1000.0 / duration if duration > 0 else 0.0
 
     def __iter__(self) -> Iterator[VideoFrame]:
-        while True:
-            ok, frame = self._capture.read()
-            if not ok or frame is None:
-                break
-            index = self.frames_read
+        for index, pixels in enumerate(self._decoded()):
             self.frames_read += 1
             if index % self.stride == 0:
                 time = index / self.fps if self.fps > 0 else None
-                yield VideoFrame(index, time, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                yield VideoFrame(index, time, pixels)
         if self.frames_read == 0:
             raise BadVideoError(self.path, "no frame could be decoded (empty or damaged video)")
+
+    def _decoded(self) -> Iterator[np.ndarray]:
+        """Every frame as ``(H, W, 3)`` uint8 RGB, until the file ends or a frame cannot be decoded."""
+        if self._image is not None:
+            try:
+                for frame in ImageSequence.Iterator(self._image):
+                    yield np.asarray(pil_to_rgb(frame))
+            except (OSError, SyntaxError, ValueError, EOFError):  # a cut file: the frames before it are kept
+                return
+            return
+        while True:
+            ok, frame = self._capture.read()
+            if not ok or frame is None:
+                return
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
     @property
     def truncated(self) -> bool:
@@ -205,7 +240,10 @@ class VideoReader:
 
     def close(self) -> None:
         """Releases the file; idempotent."""
-        self._capture.release()
+        if self._capture is not None:
+            self._capture.release()
+        if self._image is not None:
+            self._image.close()
 
     def __enter__(self) -> Self:
         return self

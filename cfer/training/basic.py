@@ -57,7 +57,7 @@ from cfer.data.reading import write_skipped
 from cfer.data.sources import DataConfig, load_dataset
 from cfer.data.splits import SubjectSplit, assign_splits, split_indices, split_policy
 from cfer.distributed.ranks import Ranks, current_ranks
-from cfer.io import atomic_write, read_json, write_json
+from cfer.io import atomic_write, load_torch_file, read_json, write_json
 from cfer.models.checkpoint import load_checkpoint, save_checkpoint
 from cfer.models.classifier import ModelConfig, create_model, freeze_backbone
 from cfer.reports import affect_metrics, classification_metrics, plot_confusion_matrix, plot_curves
@@ -156,8 +156,8 @@ def _summarize(config: BasicPhaseConfig, classes: tuple[str, ...], out_dir: Path
     # reference does).
     best = max(results, key=lambda r: (r["val_accuracy"] if config.select_fold_on == "val" else r["test"]["accuracy"],
                                        -r["fold"]))
-    shutil.copyfile(out_dir / f"fold_{best['fold']}" / "model.safetensors", out_dir / ".model.safetensors.tmp")
-    (out_dir / ".model.safetensors.tmp").replace(out_dir / "model.safetensors")
+    with open(out_dir / f"fold_{best['fold']}" / "model.safetensors", "rb") as chosen:
+        atomic_write(out_dir / "model.safetensors", lambda file: shutil.copyfileobj(chosen, file))
     accuracies = [r["test"]["accuracy"] for r in results]
     summary = {
         "classes": list(classes),
@@ -379,7 +379,8 @@ class _FoldProgress:
                                                 "val_accuracy": []}
         self.throughput: list[float] = []
         self.saved: dict[str, Any] | None = ranks.broadcast(
-            torch.load(path, weights_only=True) if ranks.main and path.exists() else None)
+            load_torch_file(path, "delete it to train this fold from its start") if ranks.main and path.exists()
+            else None)
         if self.saved is not None:
             logger.info("%s: resuming at stage %s, epoch %d", path.parent, _STAGES[self.saved["stage"]],
                         self.saved["epoch"] + 1)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cfer.data.images import BadImageError, decode_image, display_path
+from cfer.data.images import BadImageError, decode_image, display_path, is_animated, is_image_file
 
 RNG = np.random.default_rng(0)
 PIXELS = RNG.integers(0, 256, size=(20, 30, 3), dtype=np.uint8)
@@ -115,3 +115,32 @@ def test_sixteen_bit_rgb_png_keeps_its_colours(tmp_path: Path) -> None:
     bgr[..., 2], bgr[..., 1] = 65535, 257 * 100  # red full, green at 100/255
     cv2.imwrite(str(tmp_path / "rgb16.png"), bgr)
     assert decode_image(tmp_path / "rgb16.png")[0, 0].tolist() == [255, 100, 0]
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".webp", ".tiff", ".tif", ".bmp"])
+def test_every_format_pil_reads_is_an_image(tmp_path: Path, suffix: str) -> None:
+    pixels = np.zeros((16, 16, 3), np.uint8)
+    pixels[:8] = (200, 40, 40)  # two flat colours: lossless in a palette and in lossless WebP
+    path = tmp_path / f"face{suffix}"
+    Image.fromarray(pixels).save(path, **({"lossless": True} if suffix == ".webp" else {}))
+    assert is_image_file(path)
+    np.testing.assert_array_equal(decode_image(path), pixels)
+
+
+def test_an_animated_gif_gives_its_first_frame_and_says_it_is_animated(tmp_path: Path) -> None:
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ((250, 0, 0), (0, 250, 0), (0, 0, 250))]
+    path = tmp_path / "clip.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=40)
+    assert is_animated(path) and not is_animated(tmp_path / "missing.gif")
+    assert tuple(decode_image(path)[0, 0]) == (250, 0, 0)
+    frames[0].save(tmp_path / "still.gif")
+    assert not is_animated(tmp_path / "still.gif")
+
+
+def test_a_palette_gif_with_transparency_loads_without_a_warning(tmp_path: Path, recwarn) -> None:
+    image = Image.new("P", (8, 8), 1)
+    image.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    image.info["transparency"] = 0
+    image.save(tmp_path / "t.gif", transparency=0)
+    assert tuple(decode_image(tmp_path / "t.gif")[0, 0]) == (10, 200, 30)
+    assert not [w for w in recwarn if "Transparency" in str(w.message)]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -219,3 +220,45 @@ def test_threads_apply_to_the_run_only(multitask_checkpoint, astronaut_file, tmp
                  "--threads", str(before + 1), *QUIET]) == 0
     assert torch.get_num_threads() == before
     assert main(["predict", "--model", str(multitask_checkpoint), str(astronaut_file), "--threads", "0", *QUIET]) == 2
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".webp", ".tiff", ".bmp", ".jpg"])
+def test_every_format_pil_reads_is_predicted(multitask_checkpoint, astronaut, tmp_path, suffix) -> None:
+    from PIL import Image
+
+    path = tmp_path / f"photo{suffix}"
+    Image.fromarray(astronaut).save(path)
+    assert main(["predict", "--model", str(multitask_checkpoint), str(path), "--out", str(tmp_path / "out"),
+                 *QUIET]) == 0
+    rows = _rows(tmp_path / "out")
+    assert len(rows) == 1 and rows[0]["frame"] == "" and rows[0]["source"].endswith(path.name)
+
+
+def test_every_frame_of_an_animated_gif_is_predicted_as_a_video_s(multitask_checkpoint, astronaut, tmp_path) -> None:
+    from PIL import Image
+
+    frames = [Image.fromarray(np.ascontiguousarray(np.roll(astronaut, shift, axis=1))) for shift in (0, 8, 16, 24)]
+    gif = tmp_path / "clip.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert main(["predict", "--model", str(multitask_checkpoint), str(gif), "--out", str(tmp_path / "out"),
+                 "--stride", "2", *QUIET]) == 0
+    rows = _rows(tmp_path / "out")
+    assert [row["frame"] for row in rows] == ["0", "2"]
+    assert [float(row["time_s"]) for row in rows] == pytest.approx([0.0, 0.2])
+
+
+def test_a_cut_gif_keeps_its_frames_before_the_cut_and_garbage_is_a_recorded_skip(multitask_checkpoint, astronaut,
+                                                                                    tmp_path) -> None:
+    from PIL import Image
+
+    frames = [Image.fromarray(np.ascontiguousarray(np.roll(astronaut, 9 * k, axis=0))) for k in range(6)]
+    whole = tmp_path / "whole.gif"
+    frames[0].save(whole, save_all=True, append_images=frames[1:], duration=50)
+    cut = tmp_path / "cut.gif"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
+    (tmp_path / "garbage.gif").write_bytes(b"GIF89a but nothing else" * 4)
+    assert main(["predict", "--model", str(multitask_checkpoint), str(cut), str(tmp_path / "garbage.gif"),
+                 "--out", str(tmp_path / "out"), *QUIET]) == 0
+    frames_read = {int(row["frame"] or 0) for row in _rows(tmp_path / "out")}
+    assert 1 <= len(frames_read) < 6
+    assert "garbage.gif" in _skipped(tmp_path / "out")
