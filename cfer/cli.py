@@ -191,7 +191,8 @@ def format_basic_summary(summary: dict, out_dir: Path) -> str:
                      f"val accuracy {fold['val_accuracy']:.3f}  {fold['epochs']} epochs  {fold['seconds']:.0f} s")
     lines.append(f"test accuracy over folds: {summary['test_accuracy_mean']:.3f} +- {summary['test_accuracy_std']:.3f}")
     best = summary["best_fold_test"]
-    lines.append(f"selected fold {summary['best_fold']} (by validation accuracy); its per-class F1 on test:")
+    chosen_on = summary.get("selected_on", "validation subjects")
+    lines.append(f"selected fold {summary['best_fold']} (on {chosen_on}); its per-class F1 on test:")
     lines.append("  " + "  ".join(f"{name} {v['f1']:.2f}" for name, v in best["per_class"].items()))
     lines.append(f"wall time {summary['wall_seconds']:.0f} s; model, metrics and figures in {out_dir}/")
     return "\n".join(lines)

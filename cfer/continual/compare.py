@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from cfer.continual.runner import run_incremental
 from cfer.continual.sweep import run_incremental_sweep
 from cfer.distributed.ray_sweep import RayConfig
 from cfer.io import atomic_write_text, write_json
+from strategies.registry import STRATEGIES
 
 __all__ = ["CompareConfig", "paired_test", "run_comparison"]
 
@@ -209,7 +210,8 @@ def _markdown(config: CompareConfig, summary: Mapping[str, Any]) -> str:
         f"Budget of every trained strategy: at most {budget['epochs']} epochs per step (patience {budget['patience']} "
         f"on validation subjects), lr {budget['lr']:g}, last {budget['trainable_blocks']} block group(s) trained, "
         f"memory {budget['memory_fraction']:.0%} of the training stream; {budget['subjects']} subjects at "
-        f"{budget['size']} px. Accuracies in % on held-out test subjects, mean ± std over the (seed, order) runs; "
+        f"{budget['size']} px. Accuracies in % on held-out test subjects (rows marked (reference protocol): "
+        f"fold and early stopping chosen on those test subjects, so optimistic), mean ± std over the (seed, order) runs; "
         f"p: two-sided Wilcoxon signed-rank test of `{summary['recommended']}` against the row, paired by stream.",
         "",
         "| strategy | runs | Overall Acc. | macro-F1 | final acc. | final macro-F1 | final basic | final compound | "
@@ -224,8 +226,16 @@ def _markdown(config: CompareConfig, summary: Mapping[str, Any]) -> str:
         cells = [_percent(row[metric]) for metric in _REPORTED]
         seconds = "–" if row["seconds_per_step"] is None else f"{row['seconds_per_step']:.1f}"
         lines.append(f"| `{name}` | {row['runs']} | " + " | ".join(cells) + f" | {delta} | {p_value} | {seconds} |")
+    lines += _caveats(name for name, _ in ranked)
     lines += ["", f"Wall time: {summary['wall_seconds'] / 60:.1f} min (finished runs are reused, not timed again)."]
     return "\n".join(lines) + "\n"
+
+
+def _caveats(rows: Iterable[str]) -> list[str]:
+    """A line per strategy of the table whose registry entry says how its scores differ."""
+    names = dict.fromkeys(row.split(" (")[0] for row in rows)
+    notes = [f"- `{name}`: {STRATEGIES[name].caveat}." for name in names if name in STRATEGIES and STRATEGIES[name].caveat]
+    return ["", *notes] if notes else []
 
 
 def _percent(value: Mapping[str, float | None]) -> str:

@@ -199,12 +199,33 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+def describe_protocol(name: str, fold_on_test: bool, early_stopping_on_test: bool) -> dict[str, Any]:
+    """What a run's figures may be trusted for: its protocol and what it chose on its test subjects.
+
+    Args:
+        name: ``held-out`` or ``reference``.
+        fold_on_test: The basic phase's fold was chosen on test accuracy (``select_fold_on=test``).
+        early_stopping_on_test: Each step early-stopped on the test images it reports.
+    """
+    chosen = (["the basic phase's fold"] if fold_on_test else []) + (
+        ["each step's early stopping"] if early_stopping_on_test else [])
+    return {"name": name, "chosen_on_test": chosen}
+
+
+def _subjects_line(protocol: Mapping[str, Any]) -> str:
+    chosen = list(protocol.get("chosen_on_test") or [])
+    if not chosen:
+        return "Accuracy (%) on the held-out test subjects"
+    return (f"**Selected on test** ({protocol.get('name', 'held-out')} protocol: {' and '.join(chosen)} chosen on "
+            "the very test subjects reported, so these figures are optimistic). Accuracy (%) on those test subjects")
+
+
 def _markdown(summary: Mapping[str, Any]) -> str:
     strategies = summary["strategies"]
     lines = [
         "# Continual phase: compound expressions added one at a time",
         "",
-        "Accuracy (%) on the held-out test subjects, over the classes seen so far; mean over orders "
+        _subjects_line(summary.get("protocol", {})) + ", over the classes seen so far; mean over orders "
         "(± std). Overall accuracy: step accuracies (basic step included) averaged over orders, then "
         "over steps (Maiden & Nakisa 2023); macro-F1: over the classes seen, averaged over steps (the ABAW convention). s / step: mean wall time of an incremental step (training, "
         "memory update, evaluation); × naive: that time relative to naive fine-tuning's.",
@@ -258,6 +279,7 @@ def write_reports(
     cpu_seconds: float,
     feature_cache: Mapping[str, Any] | None = None,
     confusion_plots: str = "first-order",
+    protocol: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Writes ``results.json``, ``results.md``, ``accuracy_vs_classes.png`` and per-step confusion matrices.
 
@@ -271,6 +293,8 @@ def write_reports(
         feature_cache: Whether the frozen trunk was cached, why, and its size.
         confusion_plots: ``'first-order'`` (every step of the first order, the last step of the
             others), ``'last-step'`` (of every order) or ``'none'``; every matrix is in results.json.
+        protocol: ``name`` (``held-out`` or ``reference``) and ``chosen_on_test``, what was chosen on
+            the test subjects that the figures are measured on (see :func:`describe_protocol`).
 
     Returns:
         The summary written to ``results.json``.
@@ -294,6 +318,7 @@ def write_reports(
         entry["step_seconds_vs_naive"] = step / naive_step if step is not None and naive_step else None
     summary = {
         "complete": all(run["complete"] for name_runs in runs.values() for run in name_runs),
+        "protocol": dict(protocol or {"name": "held-out", "chosen_on_test": []}),
         "basic": {key: basic.get(key) for key in ("classes", "best_fold", "best_fold_test", "test_accuracy_mean", "wall_seconds")},
         "subjects": {split: list(ids) for split, ids in subjects.items()},
         "wall_seconds": wall_seconds,

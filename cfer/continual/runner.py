@@ -52,7 +52,7 @@ from cfer.continual.benchmark import (
 )
 from cfer.continual.config import IncrementalConfig
 from cfer.continual.evaluation import RunLoggers, make_evaluator, read_step_metrics
-from cfer.continual.reports import summarize_run, write_reports
+from cfer.continual.reports import describe_protocol, summarize_run, write_reports
 from cfer.core.distillation import frozen_copy
 from cfer.core.sorting import representative_memory_size
 from cfer.core.trunk import (
@@ -258,7 +258,13 @@ def report_session(config: IncrementalConfig, out_dir: str | Path, facts: Sessio
     """Writes a session's reports (see :func:`cfer.continual.reports.write_reports`) and returns its summary."""
     return write_reports(out_dir, runs, basic=facts.basic, subjects=facts.subjects, wall_seconds=wall_seconds,
                          cpu_seconds=cpu_seconds, feature_cache=facts.feature_cache,
-                         confusion_plots=config.confusion_plots)
+                         confusion_plots=config.confusion_plots, protocol=_protocol(config))
+
+
+def _protocol(config: IncrementalConfig) -> dict[str, Any]:
+    """The run's protocol, and what it chose on the test subjects it reports."""
+    return describe_protocol(config.protocol, _basic_config(config).select_fold_on == "test",
+                             config.protocol == "reference" and config.patience > 0)
 
 
 def run_stream(

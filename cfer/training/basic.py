@@ -166,6 +166,8 @@ def _summarize(config: BasicPhaseConfig, classes: tuple[str, ...], out_dir: Path
         "test_accuracy_mean": float(np.mean(accuracies)),
         "test_accuracy_std": float(np.std(accuracies)),
         "best_fold": best["fold"],
+        "selected_on": "test subjects (select_fold_on=test: the reported test accuracy chose the fold)"
+        if config.select_fold_on == "test" else "validation subjects",
         "best_fold_test": best["test"],
         "chance": 1.0 / len(classes),
         "wall_seconds": time.perf_counter() - start,

@@ -54,3 +54,11 @@ def test_compare_writes_the_table_the_plot_and_the_tests(tmp_path: Path) -> None
     assert [fold["fold"] for fold in basic["folds"]] == [0, 1, 2]
     best = max(basic["folds"], key=lambda fold: (fold["test_accuracy"], -fold["fold"]))
     assert basic["best_fold"] == best["fold"]
+
+
+def test_a_strategy_scored_differently_says_so_beside_the_table() -> None:
+    from cfer.continual.compare import _caveats
+
+    lines = _caveats(["ranpac", "joint", "joint (reference protocol)", "naive"])
+    assert len(lines) == 2 and lines[1].startswith("- `joint`: ") and "all 21 outputs live" in lines[1]
+    assert _caveats(["ranpac", "ncm"]) == []

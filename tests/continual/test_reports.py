@@ -37,3 +37,23 @@ def test_overall_accuracy_and_step_time_over_orders() -> None:
     assert aggregate["step_seconds"]["std"] == pytest.approx(10.0)
     assert aggregate["final_accuracy"]["mean"] == pytest.approx(0.3)
     assert aggregate["final_basic_accuracy"] == {"mean": None, "std": None}
+
+
+@pytest.mark.parametrize("protocol, fold_on_test, stop_on_test, flagged", [
+    ("held-out", False, False, []),
+    ("held-out", True, False, ["the basic phase's fold"]),
+    ("reference", True, True, ["the basic phase's fold", "each step's early stopping"]),
+])
+def test_what_was_chosen_on_test_is_recorded_and_said_in_results_md(tmp_path, protocol, fold_on_test, stop_on_test,
+                                                                    flagged) -> None:
+    from cfer.continual.reports import describe_protocol, write_reports
+
+    described = describe_protocol(protocol, fold_on_test, stop_on_test)
+    assert described == {"name": protocol, "chosen_on_test": flagged}
+    summary = write_reports(tmp_path, {"naive": [_run([0.8, 0.6], [1.0, 2.0])]}, basic={}, subjects={"test": [1]},
+                            wall_seconds=1.0, cpu_seconds=1.0, confusion_plots="none", protocol=described)
+    assert summary["protocol"] == described
+    text = (tmp_path / "results.md").read_text()
+    assert ("held-out test subjects" in text) == (not flagged)
+    assert ("**Selected on test**" in text) == bool(flagged)
+    assert all(item in text for item in flagged)
