@@ -6,19 +6,32 @@ import json
 from pathlib import Path
 
 import pytest
-from scipy.stats import wilcoxon
+import numpy as np
+from scipy.stats import t as student_t
 
 from cfer.config import load_config
-from cfer.continual.compare import CompareConfig, paired_test, run_comparison
+from cfer.continual.compare import CompareConfig, run_comparison, seed_paired_test
 
 
-def test_paired_test_is_scipys_wilcoxon_on_the_pairs() -> None:
-    ours, theirs = [0.5, 0.6, 0.55, 0.7, 0.65, 0.62], [0.4, 0.58, 0.5, 0.6, 0.66, 0.5]
-    result = paired_test(ours, theirs)
-    assert result["p_value"] == pytest.approx(wilcoxon(ours, theirs).pvalue)
-    assert result["mean_difference"] == pytest.approx(sum(o - t for o, t in zip(ours, theirs)) / 6)
-    assert result["pairs"] == 6
-    assert paired_test([0.5, 0.5], [0.5, 0.5])["p_value"] is None  # no differences: undefined
+def test_the_data_seed_is_the_unit_of_the_paired_test() -> None:
+    # two seeds x 3 orders, and a third seed with one order; one stream only the row has
+    ours = {(1, 0): 0.50, (1, 1): 0.60, (1, 2): 0.70, (2, 0): 0.40, (2, 1): 0.40, (2, 2): 0.46, (3, 0): 0.9,
+            (4, 0): 0.99}
+    theirs = {(1, 0): 0.45, (1, 1): 0.55, (1, 2): 0.50, (2, 0): 0.42, (2, 1): 0.43, (2, 2): 0.40, (3, 0): 0.8}
+    result = seed_paired_test(ours, theirs)
+    per_seed = [(0.05 + 0.05 + 0.20) / 3, (-0.02 - 0.03 + 0.06) / 3, 0.10]  # by hand
+    assert [entry["seed"] for entry in result["per_seed"]] == [1, 2, 3]
+    assert [entry["difference"] for entry in result["per_seed"]] == pytest.approx(per_seed)
+    assert [entry["orders"] for entry in result["per_seed"]] == [3, 3, 1]
+    assert result["per_seed"][0]["order_std"] == pytest.approx(np.std([0.05, 0.05, 0.20]))
+    assert result["mean_difference"] == pytest.approx(np.mean(per_seed))
+    assert result["seeds"] == 3 and result["ahead_on"] == 3
+    differences = np.asarray(per_seed)
+    t = differences.mean() / (differences.std(ddof=1) / np.sqrt(3))
+    assert result["p_value"] == pytest.approx(2 * student_t.sf(abs(t), df=2))
+    # one seed, or no spread across seeds: the test is undefined
+    assert seed_paired_test({(1, 0): 0.5, (1, 1): 0.7}, {(1, 0): 0.4, (1, 1): 0.4})["p_value"] is None
+    assert seed_paired_test({(1, 0): 0.5, (2, 0): 0.5}, {(1, 0): 0.4, (2, 0): 0.4})["p_value"] is None
 
 
 TINY = [
@@ -37,14 +50,16 @@ def test_compare_writes_the_table_the_plot_and_the_tests(tmp_path: Path) -> None
         assert (tmp_path / name).is_file(), name
     table = summary["strategies"]
     assert set(table) == {"ranpac", "ncm", "naive", "naive (reference protocol)"}
-    assert table["ncm"]["runs"] == 2 and table["ncm"]["versus_recommended"]["overall_accuracy"]["pairs"] == 2
-    assert table["naive"]["runs"] == 1 and table["naive"]["versus_recommended"]["overall_accuracy"]["pairs"] == 1
+    versus = table["ncm"]["versus_recommended"]["overall_accuracy"]
+    assert table["ncm"]["runs"] == 2 and versus["seeds"] == 1 and versus["per_seed"][0]["orders"] == 2
+    assert versus["p_value"] is None  # one data seed: two orders of it are not two samples
+    assert table["naive"]["runs"] == 1 and table["naive"]["versus_recommended"]["overall_accuracy"]["seeds"] == 1
     runs = [json.loads((tmp_path / "seed_1" / "runs" / "ncm" / f"order_{k}" / "result.json").read_text())
             for k in range(2)]
     expected = sum(run["average_step_accuracy"] for run in runs) / 2
     assert table["ncm"]["overall_accuracy"]["mean"] == pytest.approx(expected)
     markdown = (tmp_path / "comparison.md").read_text()
-    assert "| `ncm` | 2 |" in markdown and "Wilcoxon" in markdown
+    assert "| `ncm` | 2 |" in markdown and "t-test" in markdown and "Wilcoxon" not in markdown
     # under the reference protocol each step early-stops on the very images it reports
     reference = json.loads((tmp_path / "reference_seed_1" / "results.json").read_text())
     for step in reference["strategies"]["naive"]["runs"][0]["steps"][1:]:
