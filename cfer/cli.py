@@ -8,7 +8,6 @@ error that lists the valid ones.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from cfer.config import ConfigError, config_to_dict, load_config
-from cfer.io import DiskFullError, FolderLockedError, disk_full_error, hold_folder
+from cfer.io import DiskFullError, FolderLockedError, disk_full_error, hold_folder, space_error
 
 if TYPE_CHECKING:  # the commands import what they run when they run
     from cfer.distributed import Ranks, RayConfig
@@ -638,10 +637,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"cfer {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except OSError as error:  # a write outside cfer's own writers (a logger, a library) that filled the disk
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except Exception as error:  # a write outside cfer's own writers (a logger, a library) that filled the disk
+        full = space_error(error)
+        if full is None:
             raise
-        print(f"cfer {args.command}: error: {disk_full_error(error, error.filename or Path.cwd())}", file=sys.stderr)
+        print(f"cfer {args.command}: error: {disk_full_error(full, full.filename or Path.cwd())}", file=sys.stderr)
         return 2
 
 

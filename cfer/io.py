@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["LOCK_NAME", "DiskFullError", "FolderLockedError", "atomic_write", "atomic_write_bytes",
            "atomic_write_text", "disk_full_error", "hold_folder", "load_torch_file", "read_json", "save_figure",
-           "write_json"]
+           "space_error", "write_json"]
 
 LOCK_NAME = ".cfer.lock"
 """The lock file :func:`hold_folder` keeps in a folder while a run holds it."""
@@ -80,16 +80,16 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], size: int
         written = _size_of(temp_name)
         if temp_name is not None:
             Path(temp_name).unlink(missing_ok=True)
-        full = _space_error(error)
+        full = space_error(error)
         if full is not None:
             raise disk_full_error(full, path, size, written) from error
         raise
     return path
 
 
-def _space_error(error: BaseException | None) -> OSError | None:
-    """The ``ENOSPC``/``EDQUOT`` error in ``error``'s chain: torch.save, for one, raises a RuntimeError
-    while handling it."""
+def space_error(error: BaseException | None) -> OSError | None:
+    """The ``ENOSPC``/``EDQUOT`` error in ``error``'s chain, or None: torch.save, for one, raises a
+    RuntimeError while handling it."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, OSError) and error.errno in _SPACE_ERRNOS:

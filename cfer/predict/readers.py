@@ -225,7 +225,7 @@ class VideoReader:
                 for frame in ImageSequence.Iterator(self._image):
                     yield np.asarray(pil_to_rgb(frame))
             except (OSError, SyntaxError, ValueError, EOFError):  # a cut file: the frames before it are kept
-                return
+                pass
             return
         while True:
             ok, frame = self._capture.read()
