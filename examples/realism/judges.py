@@ -34,14 +34,14 @@ from torch import nn
 LABELS: tuple[str, ...] = ("neutral", "happy", "sad", "fearful", "angry", "surprised", "disgusted")
 
 
-def _tf_same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+def _tf_same_pad(x: torch.Tensor, kernel: int, stride: int, value: float = 0.0) -> torch.Tensor:
     """Pads (B, C, H, W) as TensorFlow's 'same' does: the odd pixel goes to the bottom and right."""
     pads = []
     for size in (x.shape[3], x.shape[2]):
         out = math.ceil(size / stride)
         total = max((out - 1) * stride + kernel - size, 0)
         pads += [total // 2, total - total // 2]
-    return F.pad(x, pads)
+    return F.pad(x, pads, value=value)
 
 
 # ---- face-api.js ------------------------------------------------------------------------------
@@ -204,7 +204,7 @@ class KerasGraph(nn.Module):
             x = {"relu": F.relu, "linear": lambda t: t, "softmax": lambda t: t}[cfg["activation"]](x)
         elif kind == "MaxPooling2D":
             k, stride = cfg["pool_size"][0], cfg["strides"][0]
-            x = F.pad(x, _max_pool_same(x, k, stride), value=-math.inf) if cfg["padding"] == "same" else x
+            x = _tf_same_pad(x, k, stride, value=-math.inf) if cfg["padding"] == "same" else x
             x = F.max_pool2d(x, k, stride)
         elif kind == "Add":
             x = sum(inputs[1:], inputs[0])
@@ -218,15 +218,6 @@ class KerasGraph(nn.Module):
         for kind, cfg, inputs in self.layers:
             values[cfg["name"]] = x if kind == "InputLayer" else self._layer(kind, cfg, [values[i] for i in inputs])
         return values[self.layers[-1][1]["name"]]
-
-
-def _max_pool_same(x: torch.Tensor, kernel: int, stride: int) -> list[int]:
-    pads = []
-    for size in (x.shape[3], x.shape[2]):
-        out = math.ceil(size / stride)
-        total = max((out - 1) * stride + kernel - size, 0)
-        pads += [total // 2, total - total // 2]
-    return pads
 
 
 # ---- facial-emotion-recognition --------------------------------------------------------------------

@@ -19,6 +19,7 @@ from cfer.data.synthetic import (
     sample_expression,
 )
 from cfer.data.synthetic.affect import image_affect
+from cfer.data.synthetic.subjects import make_subject
 from cfer.taxonomy import ALL_AUS, CATEGORIES, CATEGORY_NAMES, get_category
 
 
@@ -127,7 +128,9 @@ def test_synthetic_faces_carry_every_target(tmp_path):
         assert get_category(cfee_id).name == name
         assert int(faces.subject_ids[i]) == subject
         category = get_category(name)
-        expected = image_affect([name], RENDERED_AUS, faces.au_intensities[i : i + 1].numpy())[0]
+        traits = make_subject(0, subject)
+        resting = np.array([[traits.resting_mouth, traits.resting_brow]], dtype=np.float32)
+        expected = image_affect([name], RENDERED_AUS, faces.au_intensities[i : i + 1].numpy(), resting)[0]
         assert torch.allclose(faces.valence_arousal[i], torch.from_numpy(expected))
         for au in category.aus:
             assert faces.au_intensities[i, RENDERED_AUS.index(au)] > 0
@@ -154,21 +157,37 @@ def test_bad_config_is_refused():
 
 
 def test_valence_and_arousal_vary_with_the_rendered_expression():
-    from cfer.data.synthetic.affect import REFERENCE_INTENSITY
+    from cfer.data.synthetic.affect import REFERENCE_INTENSITY, RESTING_WEIGHTS, soft_bound
 
     faces = SyntheticFaces(SyntheticConfig(subjects=12, size=32, categories=("happy", "sad", "neutral")))
     affect = faces.valence_arousal
     happy, sad, neutral = (faces.targets == k for k in range(3))
-    assert affect[neutral].abs().max() < 0.05  # at most the offsets of stray low-intensity AUs
+    assert affect.abs().max() < 1.0  # nothing sits on the bound
     assert affect[happy, 0].min() > 0 > affect[sad, 0].max()  # the category's side of the circumplex
-    assert affect[happy, 0].std() > 0.02 and affect[sad, 1].std() > 0.01  # not one value per class
+    for group in (happy, sad, neutral):  # a real spread in every class, neutral included
+        assert affect[group].std(0).min() > 0.02
     # by hand: sadness with its prototypical AUs at the reference intensity sits at its point plus the offsets
-    # of the AUs drawn (AU 4: -0.05 valence, AU 15: -0.10 valence, AU 1: +0.05 arousal)
+    # of the AUs drawn (AU 4: -0.10 valence, AU 15: -0.15 valence, AU 1: +0.05 arousal) and the resting face,
+    # then through x / (1 + x^4)^(1/4)
     sad_point = get_category("sad")
     intensities = np.zeros((1, len(RENDERED_AUS)), dtype=np.float32)
     intensities[0, [RENDERED_AUS.index(au) for au in sad_point.aus]] = REFERENCE_INTENSITY
-    valence, arousal = image_affect(["sad"], RENDERED_AUS, intensities)[0]
-    weights = {1: (0.0, 0.05), 4: (-0.05, 0.0), 15: (-0.10, 0.0)}
+    resting = np.array([[0.02, -0.01]], dtype=np.float32)
+    valence, arousal = image_affect(["sad"], RENDERED_AUS, intensities, resting)[0]
+    weights = {1: (0.0, 0.05), 4: (-0.10, 0.0), 15: (-0.15, 0.0)}
     drawn = [weights[au] for au in sad_point.aus if au in weights]
-    assert valence == pytest.approx(sad_point.valence + REFERENCE_INTENSITY * sum(v for v, _ in drawn), abs=1e-6)
-    assert arousal == pytest.approx(sad_point.arousal + REFERENCE_INTENSITY * sum(a for _, a in drawn), abs=1e-6)
+    raw_v = sad_point.valence + REFERENCE_INTENSITY * sum(v for v, _ in drawn) + 0.02 * RESTING_WEIGHTS[0]
+    raw_a = sad_point.arousal + REFERENCE_INTENSITY * sum(a for _, a in drawn) - 0.01 * RESTING_WEIGHTS[1]
+    assert valence == pytest.approx(raw_v / (1 + abs(raw_v) ** 4) ** 0.25, abs=1e-6)
+    assert arousal == pytest.approx(raw_a / (1 + abs(raw_a) ** 4) ** 0.25, abs=1e-6)
+
+
+def test_soft_bound_is_odd_increasing_and_never_reaches_one():
+    from cfer.data.synthetic.affect import soft_bound
+
+    x = np.linspace(-3, 3, 601)
+    y = soft_bound(x)
+    assert np.all(np.diff(y) > 0) and np.allclose(y, -soft_bound(-x))
+    assert np.abs(y).max() < 1.0
+    assert soft_bound(1.0) == pytest.approx(2 ** -0.25)
+    assert soft_bound(0.3) == pytest.approx(0.3, abs=2e-3)

@@ -15,7 +15,7 @@ import torch
 from cfer.data.dataset import FaceExpressionDataset
 from cfer.data.synthetic.affect import image_affect
 from cfer.data.synthetic.renderer import FaceRenderer
-from cfer.data.synthetic.subjects import RENDERED_AUS
+from cfer.data.synthetic.subjects import RENDERED_AUS, make_subject
 from cfer.taxonomy import CATEGORY_NAMES, get_category
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,9 @@ def _render(config: SyntheticConfig, categories: tuple[str, ...], keys: list) ->
     class_index = {get_category(name).id: position for position, name in enumerate(categories)}
     targets = torch.tensor([class_index[category_id] for _, category_id, _ in keys], dtype=torch.int64)
     names = [categories[int(target)] for target in targets]
-    valence_arousal = torch.from_numpy(image_affect(names, RENDERED_AUS, batch.au_intensities))
+    subjects = {s: make_subject(config.seed, s) for s in {subject for subject, _, _ in keys}}
+    resting = np.array([[subjects[s].resting_mouth, subjects[s].resting_brow] for s, _, _ in keys], dtype=np.float32)
+    valence_arousal = torch.from_numpy(image_affect(names, RENDERED_AUS, batch.au_intensities, resting))
     return FaceExpressionDataset(
         images=torch.from_numpy(batch.images),
         targets=targets,

@@ -16,13 +16,14 @@ AU      FACS name              what the renderer moves
 5       upper lid raiser       upper lid up: sclera shows above the iris
 6       cheek raiser           cheeks up, lower lid up, crow's feet, deeper nasolabial furrow
 7       lid tightener          lids narrow, mostly the lower one
-9       nose wrinkler          wrinkles across the nose bridge, nostrils up, nasolabial furrow
-10      upper lip raiser       upper lip centre up (teeth show), nostrils up, nasolabial furrow
+9       nose wrinkler          wrinkles across the nose bridge, nostrils up, nasolabial furrow;
+                               inner brows down, lower lids up (procerus, cheeks)
+10      upper lip raiser       upper lip up, square opening (teeth show), nostrils up, nasolabial furrow
 11      nasolabial deepener    nasolabial furrow darker
 12      lip corner puller      corners up and out
 15      lip corner depressor   corners down
 17      chin raiser            lower lip pushed up, chin boss and mentolabial furrow
-20      lip stretcher          corners out, lips flatten
+20      lip stretcher          corners out, lips flatten, parted lips open as a rectangle
 23      lip tightener          lips narrow and thin
 24      lip presser            lips pressed thin and closed, bulges above and below
 25      lips part              lips apart
@@ -53,7 +54,7 @@ REGIONS: tuple[str, ...] = ("brows", "eyes", "nose", "cheeks", "mouth", "chin")
 AU_REGION: dict[int, tuple[str, ...]] = {
     1: ("brows",), 2: ("brows",), 4: ("brows",),
     5: ("eyes",), 6: ("eyes", "cheeks"), 7: ("eyes",),
-    9: ("nose",), 11: ("cheeks",),
+    9: ("nose", "brows", "eyes"), 11: ("cheeks",),
     10: ("mouth",), 12: ("mouth",), 15: ("mouth",), 20: ("mouth",), 23: ("mouth",), 24: ("mouth",),
     25: ("mouth",), 26: ("mouth", "chin"), 27: ("mouth", "chin"),
     17: ("chin",),
@@ -143,7 +144,7 @@ def _image_params(seed: int, subject_id: int, category: Category, index: int, si
         "cos_roll": np.float32(math.cos(roll)),
         "sin_roll": np.float32(math.sin(roll)),
         "yaw": np.float32(_MAX_YAW * (2.0 * yaw - 1.0)),
-        "scale": np.float32(1.0 + 0.22 * scale),
+        "scale": np.float32(1.12 + 0.2 * scale),
         "shift_x": np.float32(0.07 * (2.0 * shift_x - 1.0)),
         "shift_y": np.float32(0.07 * (2.0 * shift_y - 1.0)),
         "brightness": np.float32(0.72 + 0.38 * brightness),
@@ -295,33 +296,43 @@ class _Geometry:
     """Where each facial part sits once the AUs have moved it; all fields (B, 1, 1)."""
 
     def __init__(self, face: dict[str, np.ndarray], au: dict[int, np.ndarray]) -> None:
-        self.chin_drop = 0.01 * au[25] + 0.06 * au[26] + 0.1 * au[27]
-        # Brows: AU1 lifts the inner ends, AU2 the outer ends, AU4 pulls them down and together.
+        self.chin_drop = 0.015 * au[25] + 0.08 * au[26] + 0.12 * au[27]
+        # Brows: AU1 lifts the inner ends, AU2 the outer ends, AU4 pulls them down and together. With
+        # AU1, AU4 draws the raised inner ends together instead of down (the 1+4 brow of grief and
+        # fear); AU9's procerus pull lowers the inner ends too.
         base = face["eye_height"] - face["brow_gap"] + face["resting_brow"]
-        self.brow_inner_y = base - 0.1 * au[1] + 0.07 * au[4] - 0.008 * au[2]
-        self.brow_outer_y = base - 0.09 * au[2] + 0.03 * au[4] - 0.015 * au[1]
-        self.brow_inner_x = 0.075 - 0.045 * au[4] + 0.0 * base
+        self.brow_inner_y = base - 0.14 * au[1] + 0.18 * au[4] * (1.0 - 0.75 * au[1]) + 0.07 * au[9] - 0.01 * au[2]
+        self.brow_outer_y = base - 0.12 * au[2] + 0.01 * au[4] + 0.02 * au[1] * (1.0 - au[2])
+        self.brow_inner_x = 0.075 - 0.06 * au[4] + 0.0 * base
+        self.brow_arch = face["brow_arch"] * (1.0 - 0.8 * au[4]) + 0.02 * au[2] * (1.0 - au[4])
         self.brow_outer_x = face["eye_spacing"] + face["eye_half_width"] + 0.03
-        # Eyes: AU5 opens the upper lid; AU7 and AU6 close mostly from below.
-        opening = face["eye_opening"]
-        self.eye_up = opening * np.maximum(0.25, 1.0 + 1.3 * au[5] - 0.4 * au[7] - 0.25 * au[4] - 0.15 * au[6])
-        self.eye_down = opening * np.maximum(0.15, 0.8 + 0.15 * au[5] - 0.45 * au[7] - 0.4 * au[6])
-        self.eye_half_width = face["eye_half_width"] * (1.0 - 0.1 * au[7] - 0.08 * au[6])
+        # Eyes: AU5 opens the upper lid; AU7, AU6 and AU9 (through the cheeks) close mostly from below.
+        opening = 1.2 * face["eye_opening"]
+        self.eye_up = opening * np.maximum(
+            0.25, 1.0 + 1.6 * au[5] - 0.45 * au[7] - 0.3 * au[4] * (1.0 - au[5]) - 0.2 * au[6] - 0.2 * au[9])
+        self.eye_down = opening * np.maximum(0.12, 0.8 + 0.2 * au[5] - 0.5 * au[7] - 0.5 * au[6] - 0.3 * au[9])
+        self.eye_half_width = 1.12 * face["eye_half_width"] * (1.0 - 0.1 * au[7] - 0.08 * au[6])
         # Nose: AU9 and AU10 pull the nostrils up.
-        self.nose_bottom = face["eye_height"] + face["nose_length"] + 0.04 - 0.025 * au[9] - 0.012 * au[10]
+        self.nose_bottom = face["eye_height"] + face["nose_length"] + 0.04 - 0.03 * au[9] - 0.015 * au[10]
         # Mouth.
-        self.mouth_half_width = face["mouth_half_width"] * (
-            1.0 + 0.3 * au[12] + 0.4 * au[20] - 0.25 * au[23] - 0.15 * au[24] - 0.15 * au[27] + 0.04 * au[25]
+        self.mouth_half_width = 1.25 * face["mouth_half_width"] * (
+            1.0 + 0.4 * au[12] + 0.45 * au[20] - 0.25 * au[23] - 0.15 * au[24] - 0.15 * au[27] + 0.04 * au[25]
         )
-        self.corner_drop = face["resting_mouth"] - 0.085 * au[12] + 0.085 * au[15] + 0.015 * au[20]
+        self.corner_drop = face["resting_mouth"] - 0.13 * au[12] + 0.22 * au[15] + 0.02 * au[20]
         self.mouth_y = face["mouth_height"] + 0.3 * self.chin_drop
-        self.centre_lift = 0.03 * au[17]
+        self.centre_lift = 0.045 * au[17]
         closing = np.clip(1.0 - 0.85 * au[24] - 0.5 * au[23], 0.0, 1.0)
-        self.open_up = closing * (0.015 * au[25] + 0.04 * au[10] + 0.015 * au[26] + 0.025 * au[27])
-        self.open_down = closing * (0.025 * au[25] + 0.075 * au[26] + 0.12 * au[27])
-        thinning = 1.0 - 0.55 * au[24] - 0.4 * au[23] - 0.25 * au[20]
-        self.upper_lip = face["upper_lip"] * np.maximum(0.2, thinning)
-        self.lower_lip = face["lower_lip"] * np.maximum(0.2, thinning + 0.25 * au[17])
+        # A smile or a stretch opens parted lips wider (upper teeth show in a smile).
+        self.open_up = closing * (0.02 * au[25] + 0.08 * au[10] + 0.02 * au[26] + 0.03 * au[27]
+                                  + 0.02 * au[12] * au[25])
+        self.open_down = closing * (0.03 * au[25] + 0.09 * au[26] + 0.14 * au[27] + 0.025 * au[12] * au[25]
+                                    + 0.02 * au[20] * au[25])
+        # How square the opening is: a stretched (AU20) or raised (AU10) mouth opens as a rectangle.
+        self.squareness = 2.0 + 6.0 * np.maximum(au[20], au[10])
+        self.press = np.maximum(au[24], 0.7 * au[23])
+        thinning = 1.0 - 0.55 * au[24] - 0.4 * au[23] - 0.25 * au[20] - 0.2 * au[12]
+        self.upper_lip = 1.4 * face["upper_lip"] * np.maximum(0.2, thinning)
+        self.lower_lip = 1.4 * face["lower_lip"] * np.maximum(0.2, thinning + 0.3 * au[17] + 0.3 * au[15])
         self.chin_y = face["mouth_height"] + 0.18 + self.chin_drop
 
 
@@ -444,6 +455,26 @@ def _draw_head(frame: _Frame, face, geometry) -> None:
     dy = y / height
     radius = np.sqrt(dx * dx + dy * dy)
     frame.paint(raster.ramp((1.0 - radius) * np.minimum(half_width, height), pixel), face["skin"], opaque=True)
+    _draw_depth(frame, face, radius)
+
+
+def _draw_depth(frame: _Frame, face, radius: np.ndarray) -> None:
+    """Shading that gives the flat outline depth: the face turns away towards its edge, the eye
+    sockets lie under the brow ridge, the cheekbones catch the light, the nose casts a shadow."""
+    inside = np.clip(1.0 - radius, 0.0, 1.0) > 0
+    frame.shade(inside * np.clip(radius, 0.0, 1.0) ** 3, 0.45)
+    f = frame.window(0.5, -0.4, 0.45)
+    for side in (-1.0, 1.0):
+        eye_x = side * face["eye_spacing"]
+        socket = raster.ellipse(f.x, f.y, eye_x, face["eye_height"] - 0.02, face["eye_half_width"] + 0.05, 0.085, 0.04)
+        f.shade(socket, 0.22)
+        cheekbone = raster.ellipse(f.x, f.y, side * (face["eye_spacing"] + 0.04), face["eye_height"] + 0.2, 0.11, 0.07, 0.05)
+        f.shade(cheekbone, -0.08)
+        side_of_nose = raster.vertical_band(f.x_nose, f.y, side * (face["nose_half_width"] + 0.01), face["eye_height"],
+                                            face["eye_height"] + face["nose_length"] + 0.03, 0.025, 0.02)
+        f.shade(side_of_nose, 0.12)
+    under_nose = raster.ellipse(f.x_nose, f.y, 0.0, face["eye_height"] + face["nose_length"] + 0.075, 0.07, 0.025, 0.02)
+    f.shade(under_nose, 0.15)
 
 
 def _draw_texture(frame: _Frame, face, geometry, au) -> None:
@@ -457,7 +488,7 @@ def _draw_texture(frame: _Frame, face, geometry, au) -> None:
         f.shade(line, 0.35 * forehead)
     for side in (-1.0, 1.0):
         furrow = raster.vertical_band(f.x, f.y, side * 0.028, geometry.brow_inner_y - 0.02, geometry.brow_inner_y + 0.07, 0.005, f.pixel)
-        f.shade(furrow, 0.5 * au[4])
+        f.shade(furrow, 0.7 * au[4])
     # Crow's feet (AU6) at the outer eye corners; the cheek and the furrow under the eye rise.
     f = frame.window(0.55, -0.35, 0.15)
     for side in (-1.0, 1.0):
@@ -480,17 +511,17 @@ def _draw_texture(frame: _Frame, face, geometry, au) -> None:
         start_y = geometry.nose_bottom - 0.02
         end_y = geometry.mouth_y + geometry.corner_drop + 0.03
         naso = raster.band(f.x, f.y, start_x, end_x, lambda t, y0=start_y, y1=end_y: y0 + (y1 - y0) * t * (1.25 - 0.25 * t), 0.006, f.pixel)
-        f.shade(naso, 0.1 + 0.5 * depth)
+        f.shade(naso, 0.1 + 0.7 * depth)
     # Chin boss and mentolabial furrow (AU17); lip-press bulges (AU24).
     f = frame.window(0.2, 0.2, 0.8)
     chin = raster.ellipse(f.x, f.y, 0.0, geometry.chin_y - 0.04, 0.09, 0.05, 2 * f.pixel)
     f.shade(chin, 0.15 * au[17])
     crease_y = geometry.mouth_y + geometry.open_down + geometry.lower_lip + 0.04 - 0.015 * au[17]
     crease = raster.band(f.x, f.y, -0.07, 0.07, lambda t: crease_y - 0.012 * (1 - _square(2 * t - 1)), 0.005, f.pixel)
-    f.shade(crease, 0.08 + 0.4 * au[17])
+    f.shade(crease, 0.08 + 0.6 * au[17])
     for offset in (-1.0, 1.0):
         bulge = raster.vertical_band(f.y, f.x, geometry.mouth_y + offset * 0.05, -0.09, 0.09, 0.004, f.pixel)
-        f.shade(bulge, 0.35 * au[24])
+        f.shade(bulge, 0.5 * au[24])
 
 
 def _draw_nose(frame: _Frame, face, geometry, au) -> None:
@@ -505,10 +536,10 @@ def _draw_nose(frame: _Frame, face, geometry, au) -> None:
         nostril = raster.ellipse(x, y, side * face["nose_half_width"] * 0.55, geometry.nose_bottom, nostril_width, 0.012, pixel)
         f.shade(nostril, 0.55)
     # AU9 wrinkles the bridge.
-    for lift in (0.05, 0.08):
+    for lift in (0.04, 0.07, 0.1):
         wrinkle_y = face["eye_height"] + lift
-        wrinkle = raster.band(x, y, -0.055, 0.055, lambda t, y0=wrinkle_y: y0 + 0.008 * _square(2 * t - 1), 0.005, pixel)
-        f.shade(wrinkle, 0.5 * au[9])
+        wrinkle = raster.band(x, y, -0.065, 0.065, lambda t, y0=wrinkle_y: y0 + 0.01 * _square(2 * t - 1), 0.006, pixel)
+        f.shade(wrinkle, 0.7 * au[9])
 
 
 def _draw_eyes(frame: _Frame, face, geometry) -> None:
@@ -524,51 +555,64 @@ def _draw_eyes(frame: _Frame, face, geometry) -> None:
         lower = centre_y + geometry.eye_down * profile
         opening = raster.between(y, upper, lower, pixel) * raster.ramp((1.0 - np.abs(t)) * half_width, pixel)
         f.paint(opening, np.array([0.93, 0.92, 0.9]))
-        iris_radius = face["eye_opening"] * 1.05
+        iris_radius = face["eye_opening"] * 1.3
         iris = raster.ellipse(x, y, centre_x, centre_y, iris_radius, iris_radius, pixel) * opening
         f.paint(iris, face["iris"])
         pupil = raster.ellipse(x, y, centre_x, centre_y, 0.45 * iris_radius, 0.45 * iris_radius, pixel) * opening
         f.paint(pupil, np.array([0.02, 0.02, 0.02]))
         lid = raster.band(x, y, centre_x - half_width, centre_x + half_width,
-                          lambda s, c=centre_y, up=geometry.eye_up: c - up * np.clip(1 - _square(2 * s - 1), 0, 1), 0.006, pixel)
-        f.shade(lid, 0.7)
+                          lambda s, c=centre_y, up=geometry.eye_up: c - up * np.clip(1 - _square(2 * s - 1), 0, 1), 0.009, pixel)
+        f.shade(lid, 0.8)
 
 
 def _draw_brows(frame: _Frame, face, geometry) -> None:
     f = frame.window(0.5, -0.55, -0.05)
-    color = face["hair"] * 0.7
+    color = np.minimum(face["hair"] * 0.6, 0.3)
     for side in (-1.0, 1.0):
-        inner_y, outer_y, arch = geometry.brow_inner_y, geometry.brow_outer_y, face["brow_arch"]
+        inner_y, outer_y, arch = geometry.brow_inner_y, geometry.brow_outer_y, geometry.brow_arch
 
         def height(t, inner_y=inner_y, outer_y=outer_y, arch=arch):
             return inner_y + (outer_y - inner_y) * t - 4.0 * arch * t * (1.0 - t)
 
         def thickness(t, base=face["brow_thickness"]):
-            return base * (1.0 - 0.45 * t) + 0.004
+            return 1.4 * base * (1.0 - 0.45 * t) + 0.008
 
         brow = raster.band(f.x, f.y, side * geometry.brow_inner_x, side * geometry.brow_outer_x, height, thickness, f.pixel)
         f.paint(brow, color)
 
 
 def _draw_mouth(frame: _Frame, face, geometry) -> None:
-    f = frame.window(0.4, 0.15, 0.75)
+    f = frame.window(0.55, 0.15, 0.8)
     x, y, pixel = f.x, f.y, f.pixel
     half_width = geometry.mouth_half_width
     t = x / half_width
     profile = np.clip(1.0 - t * t, 0.0, 1.0)
+    opening = np.clip(1.0 - np.abs(t) ** geometry.squareness, 0.0, 1.0)
     across = raster.ramp((1.0 - np.abs(t)) * half_width, pixel)
     seam = geometry.mouth_y + geometry.corner_drop * t * t - geometry.centre_lift * profile
-    inner_top = seam - geometry.open_up * profile
-    inner_bottom = seam + geometry.open_down * profile
+    inner_top = seam - geometry.open_up * opening
+    inner_bottom = seam + geometry.open_down * opening
     outer_top = inner_top - geometry.upper_lip * (0.35 + 0.65 * profile)
     outer_bottom = inner_bottom + geometry.lower_lip * (0.35 + 0.65 * profile)
-    f.paint(raster.between(y, outer_top, inner_top, pixel) * across, face["lip_color"])
-    f.paint(raster.between(y, inner_bottom, outer_bottom, pixel) * across, face["lip_color"])
+    lips = face["lip_color"] * np.array([0.85, 0.75, 0.75])
+    f.paint(raster.between(y, outer_top, inner_top, pixel) * across, lips * 0.85)  # the upper lip in shade
+    f.paint(raster.between(y, inner_bottom, outer_bottom, pixel) * across, lips)
     interior = raster.between(y, inner_top - 0.003, inner_bottom + 0.003, pixel) * across
     f.paint(interior, np.array([0.18, 0.05, 0.06]))
-    teeth_bottom = np.minimum(inner_top + 0.022, inner_bottom)
-    teeth = raster.between(y, inner_top, teeth_bottom, pixel) * across * raster.ramp(0.85 - np.abs(t), 0.1)
-    f.paint(teeth, np.array([0.94, 0.92, 0.86]))
+    # The line where the lips meet, darker when they are pressed.
+    f.shade(raster.between(y, inner_top - 0.005, inner_bottom + 0.005, pixel) * across, 0.45 + 0.3 * geometry.press)
+    teeth_color = np.array([0.94, 0.92, 0.86])
+    sides = raster.ramp(0.85 - np.abs(t), 0.1)
+    teeth_bottom = np.minimum(inner_top + 0.035, inner_bottom)
+    f.paint(raster.between(y, inner_top, teeth_bottom, pixel) * across * sides, teeth_color)
+    lower_teeth_top = np.maximum(inner_bottom - 0.02, teeth_bottom + 0.02)
+    f.paint(raster.between(y, lower_teeth_top, inner_bottom, pixel) * across * sides * 0.9, teeth_color)
+    # The lower lip's shadow on the chin.
+    f.shade(raster.between(y, outer_bottom, outer_bottom + 0.025, pixel) * across, 0.15)
+    # The mouth corners dimple where the lip muscles pull them.
+    for side in (-1.0, 1.0):
+        corner = raster.ellipse(x, y, side * (half_width + 0.01), geometry.mouth_y + geometry.corner_drop, 0.018, 0.025, pixel)
+        f.shade(corner, 0.3)
 
 
 def _draw_front_hair(frame: _Frame, face) -> None:
@@ -621,7 +665,7 @@ def _regions(frame: _Frame, face, geometry) -> np.ndarray:
             raster.ellipse(x, y, cheek_x, cheek_y, 0.1, cheek_height, pixel),
         ),
         # The mouth region reaches up the nasolabial furrows, which the mouth AUs deepen.
-        "mouth": raster.ellipse(x, y, 0.0, geometry.mouth_y - 0.02, geometry.mouth_half_width + 0.08,
+        "mouth": raster.ellipse(x, y, 0.0, geometry.mouth_y - 0.02, geometry.mouth_half_width + 0.12,
                                 0.1 + geometry.open_down, pixel),
         # The chin region spans the jaw line, which AU26 and AU27 drop.
         "chin": raster.ellipse(x, y, 0.0, geometry.chin_y - 0.06, 0.75 * face["face_half_width"], 0.16, pixel),

@@ -51,7 +51,7 @@ class SubjectTraits:
     lower_lip: float  # thickness of the lower lip
     lip_color: np.ndarray
     resting_mouth: float  # resting downturn (+) or upturn (-) of the mouth corners
-    resting_brow: float  # resting brow height offset, which mimics a mild expression
+    resting_brow: float  # resting brow drop (+, image y points down) or lift (-), which mimics a mild expression
     hair: np.ndarray  # RGB of the hair and, darker, of the brows
     hairline: float  # height of the hairline, negative is up
     hair_volume: float  # how far the hair stands out around the head
@@ -99,8 +99,8 @@ def make_subject(seed: int, subject_id: int) -> SubjectTraits:
         upper_lip=rng.uniform(0.018, 0.035),
         lower_lip=rng.uniform(0.025, 0.045),
         lip_color=np.clip(skin * np.array([0.85, 0.55, 0.55]) + np.array([0.1, 0.02, 0.02]), 0, 1),
-        resting_mouth=rng.uniform(-0.015, 0.015),
-        resting_brow=rng.uniform(-0.015, 0.015),
+        resting_mouth=rng.uniform(-0.025, 0.025),
+        resting_brow=rng.uniform(-0.025, 0.025),
         hair=np.clip(hair, 0.0, 1.0),
         hairline=rng.uniform(-0.78, -0.52),
         hair_volume=rng.uniform(0.04, 0.2),
