@@ -301,15 +301,16 @@ class _Geometry:
         # AU1, AU4 draws the raised inner ends together instead of down (the 1+4 brow of grief and
         # fear); AU9's procerus pull lowers the inner ends too.
         base = face["eye_height"] - face["brow_gap"] + face["resting_brow"]
-        self.brow_inner_y = base - 0.14 * au[1] + 0.18 * au[4] * (1.0 - 0.75 * au[1]) + 0.07 * au[9] - 0.01 * au[2]
-        self.brow_outer_y = base - 0.12 * au[2] + 0.01 * au[4] + 0.02 * au[1] * (1.0 - au[2])
-        self.brow_inner_x = 0.075 - 0.06 * au[4] + 0.0 * base
+        self.brow_inner_y = base - 0.16 * au[1] + 0.18 * au[4] * (1.0 - 0.9 * au[1]) + 0.07 * au[9] - 0.01 * au[2]
+        self.brow_outer_y = base - 0.12 * au[2] + 0.01 * au[4] + 0.04 * au[1] * (1.0 - au[2])
+        self.brow_inner_x = 0.075 - 0.06 * au[4] * (1.0 - 0.6 * au[1])
         self.brow_arch = face["brow_arch"] * (1.0 - 0.8 * au[4]) + 0.02 * au[2] * (1.0 - au[4])
         self.brow_outer_x = face["eye_spacing"] + face["eye_half_width"] + 0.03
         # Eyes: AU5 opens the upper lid; AU7, AU6 and AU9 (through the cheeks) close mostly from below.
         opening = 1.2 * face["eye_opening"]
         self.eye_up = opening * np.maximum(
-            0.25, 1.0 + 1.6 * au[5] - 0.45 * au[7] - 0.3 * au[4] * (1.0 - au[5]) - 0.2 * au[6] - 0.2 * au[9])
+            0.25, 1.0 + 1.6 * au[5] - 0.45 * au[7] - 0.3 * au[4] * (1.0 - au[5]) - 0.2 * au[6] - 0.2 * au[9]
+            - 0.35 * au[1] * au[4] * (1.0 - au[5]))
         self.eye_down = opening * np.maximum(0.12, 0.8 + 0.2 * au[5] - 0.5 * au[7] - 0.5 * au[6] - 0.3 * au[9])
         self.eye_half_width = 1.12 * face["eye_half_width"] * (1.0 - 0.1 * au[7] - 0.08 * au[6])
         # Nose: AU9 and AU10 pull the nostrils up.
@@ -488,7 +489,7 @@ def _draw_texture(frame: _Frame, face, geometry, au) -> None:
         f.shade(line, 0.35 * forehead)
     for side in (-1.0, 1.0):
         furrow = raster.vertical_band(f.x, f.y, side * 0.028, geometry.brow_inner_y - 0.02, geometry.brow_inner_y + 0.07, 0.005, f.pixel)
-        f.shade(furrow, 0.7 * au[4])
+        f.shade(furrow, 0.7 * au[4] * (1.0 - 0.5 * au[1]))
     # Crow's feet (AU6) at the outer eye corners; the cheek and the furrow under the eye rise.
     f = frame.window(0.55, -0.35, 0.15)
     for side in (-1.0, 1.0):
