@@ -131,3 +131,17 @@ def test_basic_and_compound_scores_by_hand() -> None:
     out = compound_scores(q, [("happy", "surprised"), ("sad", "angry")])
     assert out["top2_is_components"] == 0.5 and out["top1_is_a_component"] == 1.0
     assert out["chance_top2"] == pytest.approx(1 / 21)
+
+
+def test_photo_predictions_are_joined_to_their_labels(tmp_path: Path) -> None:
+    from predict_photos import read_predictions
+
+    (tmp_path / "predictions.csv").write_text(
+        "source,face,label,probability,p_happy,p_sad\n"
+        "/x/py-feat-a.jpg,0,happy,0.9,0.9,0.1\n"
+        "/x/py-feat-a.jpg,1,sad,0.6,0.4,0.6\n"
+        "/x/fer-b.jpg,0,happily_surprised,0.5,0.2,0.0\n")
+    staged = {"py-feat-a.jpg": ("happy", "pypi a"), "fer-b.jpg": ("happy", "pypi b"), "py-feat-c.jpg": ("sad", "pypi c")}
+    rows = read_predictions(tmp_path, staged)
+    assert [r["right"] for r in rows] == [True, False, True, False]  # a compound is right through its component
+    assert rows[1]["p_label"] == 0.4 and rows[3]["predicted"] == "no face found"
