@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import shutil
 import subprocess
 import sys
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from realism.photos import photo_files  # noqa: E402
 
-from cfer.io import atomic_write_text  # noqa: E402
+from cfer.io import atomic_write_text, write_json  # noqa: E402
 from cfer.taxonomy import get_category  # noqa: E402
 
 
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if done.returncode != 0:
         return done.returncode
     rows = read_predictions(args.out / "predict", staged)
-    atomic_write_text(args.out / "photos.json", json.dumps({"model": args.model, "faces": rows}, indent=1))
+    write_json(args.out / "photos.json", {"model": args.model, "faces": rows})
     table = markdown(rows, args.model)
     atomic_write_text(args.out / "photos.md", table)
     print(table)

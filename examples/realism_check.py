@@ -38,7 +38,7 @@ from realism.judges import LABELS, Judge, load_judges  # noqa: E402
 from realism.photos import photo_files  # noqa: E402
 
 from cfer.data.synthetic.renderer import FaceRenderer  # noqa: E402
-from cfer.io import atomic_write_text  # noqa: E402
+from cfer.io import atomic_write_text, write_json  # noqa: E402
 from cfer.taxonomy import COMPOUND, get_category  # noqa: E402
 
 
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(verify_ports(judges), indent=1))
     result = run(judges, args.sizes, args.subjects, args.per_subject, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "realism.json", json.dumps(result, indent=1))
+    write_json(args.out / "realism.json", result)
     table = markdown(result, args.sizes)
     atomic_write_text(args.out / "realism.md", table)
     print(table)

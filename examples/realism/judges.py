@@ -71,20 +71,34 @@ def read_tfjs_weights(manifest: Path) -> dict[str, np.ndarray]:
     return weights
 
 
+def _torch_separable(depthwise: np.ndarray | torch.Tensor, pointwise: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """TF separable-conv filters -> torch: depthwise (kh, kw, C, m) -> (C*m, 1, kh, kw), pointwise
+    (1, 1, C*m, O) -> (O, C*m, 1, 1)."""
+    depth, point = torch.as_tensor(np.asarray(depthwise)), torch.as_tensor(np.asarray(pointwise))
+    return (depth.permute(2, 3, 0, 1).reshape(-1, 1, depth.shape[0], depth.shape[1]).contiguous(),
+            point.permute(3, 2, 0, 1).contiguous())
+
+
+def _separable_conv(x: torch.Tensor, depthwise: torch.Tensor, pointwise: torch.Tensor, bias: torch.Tensor | None,
+                    stride: int, same: bool = True) -> torch.Tensor:
+    """A TF SeparableConv2D on (B, C, H, W), with filters in torch layout (see :func:`_torch_separable`)."""
+    kernel = depthwise.shape[-1]
+    x = _tf_same_pad(x, kernel, stride) if same else x
+    x = F.conv2d(x, depthwise, stride=stride, groups=x.shape[1])
+    return F.conv2d(x, pointwise, bias)
+
+
 class _SeparableConv(nn.Module):
     def __init__(self, depthwise: np.ndarray, pointwise: np.ndarray, bias: np.ndarray, stride: int) -> None:
         super().__init__()
-        channels = depthwise.shape[2]
         self.stride = stride
-        # tfjs depthwise (kh, kw, C, 1) -> torch (C, 1, kh, kw); pointwise (1, 1, C, O) -> (O, C, 1, 1).
-        self.register_buffer("depthwise", torch.from_numpy(depthwise.transpose(2, 3, 0, 1).copy()))
-        self.register_buffer("pointwise", torch.from_numpy(pointwise.transpose(3, 2, 0, 1).copy()))
+        depth, point = _torch_separable(depthwise, pointwise)
+        self.register_buffer("depthwise", depth)
+        self.register_buffer("pointwise", point)
         self.register_buffer("bias", torch.from_numpy(bias.copy()))
-        self.channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.conv2d(_tf_same_pad(x, 3, self.stride), self.depthwise, stride=self.stride, groups=self.channels)
-        return F.conv2d(x, self.pointwise, self.bias)
+        return _separable_conv(x, self.depthwise, self.pointwise, self.bias, self.stride)
 
 
 class FaceApiExpressionNet(nn.Module):
@@ -182,11 +196,11 @@ class KerasGraph(nn.Module):
                     }
         self.input_shape = config["config"]["layers"][0]["config"]["batch_input_shape"][1:]
 
-    def _conv(self, x: torch.Tensor, kernel: torch.Tensor, cfg: dict, groups: int = 1) -> torch.Tensor:
+    def _conv(self, x: torch.Tensor, kernel: torch.Tensor, cfg: dict) -> torch.Tensor:
         k, stride = cfg["kernel_size"][0], cfg["strides"][0]
         if cfg["padding"] == "same":
             x = _tf_same_pad(x, k, stride)
-        return F.conv2d(x, kernel, stride=stride, groups=groups)
+        return F.conv2d(x, kernel, stride=stride)
 
     def _layer(self, kind: str, cfg: dict, inputs: list[torch.Tensor]) -> torch.Tensor:
         w = self.tensors.get(cfg["name"], {})
@@ -195,11 +209,9 @@ class KerasGraph(nn.Module):
             x = self._conv(x, w["kernel"].permute(3, 2, 0, 1), cfg)
             x = x + w["bias"].view(1, -1, 1, 1) if cfg["use_bias"] else x
         elif kind == "SeparableConv2D":
-            depth = w["depthwise_kernel"]  # (kh, kw, C, multiplier)
-            x = self._conv(x, depth.permute(2, 3, 0, 1).reshape(-1, 1, depth.shape[0], depth.shape[1]), cfg,
-                           groups=depth.shape[2])
-            x = F.conv2d(x, w["pointwise_kernel"].permute(3, 2, 0, 1))
-            x = x + w["bias"].view(1, -1, 1, 1) if cfg["use_bias"] else x
+            depth, point = _torch_separable(w["depthwise_kernel"], w["pointwise_kernel"])
+            x = _separable_conv(x, depth, point, w["bias"] if cfg["use_bias"] else None, cfg["strides"][0],
+                                same=cfg["padding"] == "same")
         elif kind == "BatchNormalization":
             x = F.batch_norm(x, w["moving_mean"], w["moving_variance"], w.get("gamma"), w.get("beta"),
                              training=False, eps=cfg["epsilon"])
