@@ -8,7 +8,8 @@
 * :mod:`cfer.core.head_training`: fitting a head on features computed once;
 * :mod:`cfer.core.early_stopping`: early stopping on a validation score;
 * :mod:`cfer.core.imprinting`: weight imprinting on a cosine classifier (Qi et al. 2018);
-* :mod:`cfer.core.calibration`: TEEN's training-free prototype calibration (Wang et al. 2023).
+* :mod:`cfer.core.calibration`: TEEN's training-free prototype calibration (Wang et al. 2023);
+* :mod:`cfer.core.composition`: compound prototypes from their basic components (zero-shot compounds).
 
 The Avalanche adapters over these are in the ``strategies`` package.
 """
