@@ -66,7 +66,7 @@ def evaluate(stored: dict[str, Any], intensities: torch.Tensor | None = None,
     local = {int(c): j for j, c in enumerate(basic_ids)}
     means = class_means(features[in_basic], torch.tensor([local[int(t)] for t in targets[in_basic]]), len(basic))
     reference = means.mean(0)
-    pairs = component_pairs(compounds, basic)
+    pairs = component_pairs([get_category(name).components for name in compounds], basic)
     compound_local = {int(c): j for j, c in enumerate(compound_ids)}
 
     def scored(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,33 +30,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cfer.taxonomy import get_category
-
 __all__ = ["AUFeatureMap", "component_pairs", "compositional_prior", "nearest_prototype"]
 
 
-def component_pairs(compounds: Sequence[str], basic_classes: Sequence[str]) -> Tensor:
+def component_pairs(components: Sequence[Sequence[str]], basic_classes: Sequence[str]) -> Tensor:
     """Each compound's two components, as indices into ``basic_classes``.
 
     Args:
-        compounds: Compound category names (``cfer.taxonomy``).
+        components: Each compound's two basic components by name, e.g.
+            ``cfer.taxonomy.get_category(name).components``.
         basic_classes: The basic classes, in output order.
 
     Returns:
-        Shape ``(len(compounds), 2)``, int64.
+        Shape ``(len(components), 2)``, int64.
 
     Raises:
-        ValueError: If a name is not a compound, or a component is not among ``basic_classes``.
+        ValueError: If a compound does not have two components, or a component is not among ``basic_classes``.
     """
     pairs = []
-    for name in compounds:
-        components = get_category(name).components
-        if len(components) != 2:
-            raise ValueError(f"{name!r} is not a compound of two basic categories (components: {components})")
-        missing = [c for c in components if c not in basic_classes]
+    for pair in components:
+        if len(pair) != 2:
+            raise ValueError(f"a compound has two basic components, got {tuple(pair)}")
+        missing = [c for c in pair if c not in basic_classes]
         if missing:
-            raise ValueError(f"{name!r} needs components {missing}, which are not among the basic classes {list(basic_classes)}")
-        pairs.append([list(basic_classes).index(c) for c in components])
+            raise ValueError(f"components {missing} are not among the basic classes {list(basic_classes)}")
+        pairs.append([list(basic_classes).index(c) for c in pair])
     return torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2)
 
 

@@ -4,20 +4,21 @@ import pytest
 import torch
 
 from cfer.core.composition import AUFeatureMap, component_pairs, compositional_prior, nearest_prototype
+from cfer.taxonomy import get_category
 
 BASIC = ("happy", "sad", "fearful", "angry", "surprised", "disgusted")
 
 
-def test_component_pairs_follow_the_taxonomy():
-    pairs = component_pairs(["happily_surprised", "sadly_angry"], BASIC)
-    assert pairs.tolist() == [[0, 4], [1, 3]]
+def test_component_pairs_index_the_taxonomy_components():
+    components = [get_category(name).components for name in ("happily_surprised", "sadly_angry")]
+    assert component_pairs(components, BASIC).tolist() == [[0, 4], [1, 3]]
 
 
 def test_component_pairs_name_what_is_missing():
     with pytest.raises(ValueError, match="surprised"):
-        component_pairs(["happily_surprised"], ("happy", "sad"))
-    with pytest.raises(ValueError, match="not a compound"):
-        component_pairs(["happy"], BASIC)
+        component_pairs([("happy", "surprised")], ("happy", "sad"))
+    with pytest.raises(ValueError, match="two basic components"):
+        component_pairs([get_category("happy").components], BASIC)
 
 
 def test_prior_by_hand():
