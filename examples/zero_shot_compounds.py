@@ -12,8 +12,8 @@ Two priors are scored: the components' prototypes combined, ``r + s·((m_1 − r
 where the data carries AU intensities, the AU map (:class:`~cfer.core.composition.AUFeatureMap`)
 fitted on the basic training images and applied to each compound's prototypical AUs.
 
-The ridge of the AU map, the strength ``s`` (0.5 = the plain mean of the two components' prototypes, the baseline; 1 = the
-additive prior) and the centring are chosen on validation subjects and reported on held-out ones.
+The ridge of the AU map, the strength ``s`` (0.5 = the plain mean of the two components' prototypes,
+the baseline; 1 = the additive prior) and the centring are chosen on validation subjects and reported on held-out ones.
 
     cfer fewshot --out runs/fs0 --methods teen --set paper.enabled=false --set episodic.enabled=false
     python examples/zero_shot_compounds.py --features runs/fs0/features.pt --out runs/zero_shot.json
@@ -45,6 +45,13 @@ def _accuracy(features: torch.Tensor, targets: torch.Tensor, prototypes: torch.T
     return float((nearest_prototype(features, prototypes, center).argmax(1) == targets).float().mean())
 
 
+def _local(targets: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Each target's position in ``ids`` (targets must all be in ``ids``), shape like ``targets``."""
+    lookup = torch.full((int(max(targets.max(), ids.max())) + 1,), -1, dtype=torch.int64)
+    lookup[ids] = torch.arange(len(ids))
+    return lookup[targets]
+
+
 def evaluate(stored: dict[str, Any], intensities: torch.Tensor | None = None,
              au_ids: tuple[int, ...] = ()) -> dict[str, Any]:
     """Zero-shot accuracies of every prior on validation and held-out subjects.
@@ -63,15 +70,13 @@ def evaluate(stored: dict[str, Any], intensities: torch.Tensor | None = None,
     basic_ids = torch.tensor([classes.index(c) for c in basic])
     compound_ids = torch.tensor([classes.index(c) for c in compounds])
     in_basic = pool & torch.isin(targets, basic_ids)
-    local = {int(c): j for j, c in enumerate(basic_ids)}
-    means = class_means(features[in_basic], torch.tensor([local[int(t)] for t in targets[in_basic]]), len(basic))
+    means = class_means(features[in_basic], _local(targets[in_basic], basic_ids), len(basic))
     reference = means.mean(0)
     pairs = component_pairs([get_category(name).components for name in compounds], basic)
-    compound_local = {int(c): j for j, c in enumerate(compound_ids)}
 
     def scored(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         chosen = mask.bool() & torch.isin(targets, compound_ids)
-        return features[chosen], torch.tensor([compound_local[int(t)] for t in targets[chosen]])
+        return features[chosen], _local(targets[chosen], compound_ids)
 
     splits = {"validation": scored(stored["validation"]), "held_out": scored(stored["held_out"])}
     rows = []
@@ -88,15 +93,15 @@ def evaluate(stored: dict[str, Any], intensities: torch.Tensor | None = None,
         for prototypes in [_au_prior(intensities[in_basic], features[in_basic], ridge, compounds, au_ids)]
         for centered in (False, True)]
     in_compound = pool & torch.isin(targets, compound_ids)
-    every = class_means(features[in_compound], torch.tensor([compound_local[int(t)] for t in targets[in_compound]]),
-                        len(compounds))
+    every = class_means(features[in_compound], _local(targets[in_compound], compound_ids), len(compounds))
     reference_rows = {centered: {name: _accuracy(x, y, every, reference if centered else None)
                                  for name, (x, y) in splits.items()} for centered in (False, True)}
     chosen = max(rows, key=lambda row: row["validation"])
     baseline = next(row for row in rows if row["strength"] == 0.5 and not row["centered"])
     return {"compounds": compounds, "chance": 1 / len(compounds), "rows": rows, "baseline": baseline,
             "chosen": chosen, "au_rows": au_rows,
-            "au_chosen": max(au_rows, key=lambda row: row["validation"]) if au_rows else None, "every_image_ncm": {"raw": reference_rows[False], "centered": reference_rows[True]},
+            "au_chosen": max(au_rows, key=lambda row: row["validation"]) if au_rows else None,
+            "every_image_ncm": {"raw": reference_rows[False], "centered": reference_rows[True]},
             "images": {name: len(y) for name, (_, y) in splits.items()}}
 
 
