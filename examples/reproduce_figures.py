@@ -299,8 +299,19 @@ def machine() -> str:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     import torch  # noqa: PLC0415 - the version only, and only when a part ran
 
-    return (f"{len(os.sched_getaffinity(0))} cores of {cpu}, {memory:.0f} GiB, {platform.system()}, "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
+    return (f"{len(os.sched_getaffinity(0))} cores of {cpu} ({cpu_kernels()} kernels), {memory:.0f} GiB, "
+            f"{platform.system()}, Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def cpu_kernels() -> str:
+    """The vector instruction set torch's CPU kernels use here (``AVX2``, ``AVX512``, ...).
+
+    Training is deterministic on one kernel set, but the float sums differ between sets, so a run's
+    figures are exact only on a machine whose kernels are those of the machine that measured them.
+    """
+    import torch  # noqa: PLC0415
+
+    return torch.backends.cpu.get_cpu_capability()
 
 
 def stamp(record: Mapping[str, Any]) -> str:
@@ -345,6 +356,7 @@ def run_part(part: Part, work: Path, ray: str | None = None) -> dict[str, Any]:
                                "fix it and run the same command again: finished work is reused")
     return {"figures": part.extract(work), "checked": list(part.checked),
             "commands": [display(command, work) for command in commands], "commit": commit(), "machine": machine(),
+            "cpu_kernels": cpu_kernels(),
             "date": datetime.date.today().isoformat(), "load_average": load,
             "wall_seconds": time.perf_counter() - start, "peak_memory_gb": peak}
 
@@ -427,6 +439,11 @@ def check(work: Path | None) -> int:
         fresh = {part.name: run_part(part, (work or Path(scratch)) / part.name)
                  for part in PARTS.values() if part.quick and part.checked}
     problems += differences(figures, fresh)
+    measured = {figures.get(name, {}).get("cpu_kernels", "unrecorded") for name in fresh}
+    if problems and measured != {cpu_kernels()}:
+        problems.append(f"the figures were measured with {', '.join(sorted(measured))} CPU kernels and this machine "
+                        f"runs {cpu_kernels()}: float sums differ between kernel sets, so the runs differ too; "
+                        "rerun `python examples/reproduce_figures.py --quick` on a machine of the README's kind")
     for line in problems:
         print(f"figure check: {line}", file=sys.stderr)
     print(f"figure check: {'FAILED' if problems else 'passed'}: "
