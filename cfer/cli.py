@@ -325,7 +325,8 @@ def _fewshot_parser(subparsers) -> None:
         "fewshot",
         help="few-shot learning of compound classes: FSCIL sessions, the paper's protocol, episodic evaluation",
         description="Add compound classes to the basic-phase model from K shots with each few-shot method (paper, "
-        "paper+memory, imprint, teen, imprint-ft): in few-shot class-incremental sessions (fscil: 15 sessions of one "
+        "paper+memory, imprint, teen, imprint-ft, ranpac, c-ranpac, and compose, which builds each compound from its "
+        "components): in few-shot class-incremental sessions (fscil: 15 sessions of one "
         "class, per-session accuracy, base/novel accuracy and their harmonic mean, beside full-data continual runs), "
         "one class at a time as the paper does (paper: scored two ways), and in N-way K-shot episodes with a frozen "
         "backbone, ImageNet-only versus basic-phase trained (episodic). All three run by default: on features "

@@ -8,13 +8,21 @@
 * :mod:`cfer.core.head_training`: fitting a head on features computed once;
 * :mod:`cfer.core.early_stopping`: early stopping on a validation score;
 * :mod:`cfer.core.imprinting`: weight imprinting on a cosine classifier (Qi et al. 2018);
-* :mod:`cfer.core.calibration`: TEEN's training-free prototype calibration (Wang et al. 2023);
+* :mod:`cfer.core.calibration`: TEEN's training-free prototype calibration (Wang et al. 2023) and
+  C-RanPAC's calibrated Gaussians of new classes (Goswami et al. 2024);
 * :mod:`cfer.core.composition`: compound prototypes from their basic components (zero-shot compounds).
 
 The Avalanche adapters over these are in the ``strategies`` package.
 """
 
-from cfer.core.calibration import calibrate_prototypes
+from cfer.core.calibration import (
+    CalibratedGaussian,
+    calibrate_prototypes,
+    calibrated_gaussian,
+    component_weights,
+    sample_gaussian,
+    similarity_weights,
+)
 from cfer.core.distillation import (
     DistillationLoss,
     distillation_loss,
@@ -40,12 +48,15 @@ from cfer.core.sorting import (
 
 __all__ = [
     "SCORES",
+    "CalibratedGaussian",
     "CosineClassifier",
     "DistillationLoss",
     "EarlyStopping",
     "HeadEpoch",
     "Score",
     "calibrate_prototypes",
+    "calibrated_gaussian",
+    "component_weights",
     "class_means",
     "distillation_loss",
     "expand_linear",
@@ -59,7 +70,9 @@ __all__ = [
     "predict",
     "predictive_sort",
     "representative_memory_size",
+    "sample_gaussian",
     "sample_per_class",
+    "similarity_weights",
     "soft_cross_entropy",
     "sort_by_score",
 ]

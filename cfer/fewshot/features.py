@@ -33,12 +33,16 @@ class FeatureSet:
         targets: Class indices into ``classes``, shape (N,), int64.
         subject_ids: Subject of each sample, shape (N,), int64.
         classes: Class names.
+        au_intensities: The images' action-unit intensities, shape (N, A); None when the data has none.
+        au_ids: The FACS number of each column of ``au_intensities``.
     """
 
     features: Tensor
     targets: Tensor
     subject_ids: Tensor
     classes: tuple[str, ...]
+    au_intensities: Tensor | None = None
+    au_ids: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -53,7 +57,9 @@ class FeatureSet:
         if index.dtype == torch.bool:
             index = torch.nonzero(index).flatten()
         index = index.to(torch.int64)
-        return FeatureSet(self.features[index], self.targets[index], self.subject_ids[index], self.classes)
+        aus = None if self.au_intensities is None else self.au_intensities[index]
+        return FeatureSet(self.features[index], self.targets[index], self.subject_ids[index], self.classes, aus,
+                          self.au_ids)
 
 
 @torch.no_grad()
@@ -78,8 +84,10 @@ def extract_features(
         device: Where to compute.
 
     Returns:
-        The features on the CPU, with the dataset's targets, subjects and classes.
+        The features on the CPU, with the dataset's targets, subjects, classes and AU intensities.
     """
     stacked = predict(features, dataset.images, batch_size, device, preprocess=make_preprocess(mean, std)).float()
     logger.info("extracted %s features of %d images", tuple(stacked.shape[1:]), len(dataset))
-    return FeatureSet(stacked, dataset.targets.clone(), dataset.subject_ids.clone(), tuple(dataset.classes))
+    aus = None if dataset.au_intensities is None else dataset.au_intensities.float().clone()
+    return FeatureSet(stacked, dataset.targets.clone(), dataset.subject_ids.clone(), tuple(dataset.classes), aus,
+                      tuple(dataset.au_ids))

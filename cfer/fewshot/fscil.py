@@ -147,7 +147,7 @@ def _run(learner: FewShotLearner, sampler: SessionSampler, order: int, shot_seed
             output_of[class_id] = len(output_of)
         support = torch.as_tensor(session.support)
         labels = torch.tensor([output_of[int(t)] for t in pool.targets[support]], dtype=torch.int64)
-        learner.learn(pool.features[support], labels)
+        learner.learn(pool.features[support], labels, names=[names[c] for c in session.classes])
         scores.append(_score(learner, held_out, output_of, len(basic_classes), session.index))
     return scores
 

@@ -17,13 +17,16 @@ subclasses it, implements ``_learn`` and ``logits`` (about 30 lines), and regist
 * ``teen``: imprinting, then TEEN's training-free calibration of the new prototypes toward similar
   base prototypes (Wang et al. 2023, :mod:`cfer.core.calibration`);
 * ``imprint-ft``: imprinting, then a short fine-tune of the new rows only (CEC's ``ft_cos``, Zhang
-  et al. 2021) with the paper's distillation loss against the classifier before the session.
+  et al. 2021) with the paper's distillation loss against the classifier before the session;
+* ``ranpac``, ``c-ranpac`` and ``compose`` (cfer's compositional method): RanPAC's statistics, see
+  :mod:`cfer.fewshot.ranpac`.
+
+The learners' base class and the base session are in :mod:`cfer.fewshot.learner`.
 """
 
 from __future__ import annotations
 
 import copy
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +39,15 @@ from cfer.core.calibration import calibrate_prototypes
 from cfer.core.distillation import DistillationLoss, kd_weight
 from cfer.core.imprinting import CosineClassifier, class_means, imprint_weights
 from cfer.core.sorting import SCORES, Score, representative_memory_size, sort_by_score
-from cfer.models.heads import ExpandableHead
+from cfer.fewshot.learner import BaseSession, FewShotLearner
+from cfer.fewshot.ranpac import (
+    ComposeConfig,
+    ComposeLearner,
+    CRanPACConfig,
+    CRanPACLearner,
+    RanPACConfig,
+    RanPACLearner,
+)
 from cfer.registry import Registry
 
 __all__ = [
@@ -58,79 +69,6 @@ __all__ = [
     "create_learner",
     "method_config",
 ]
-
-
-@dataclass(frozen=True)
-class BaseSession:
-    """What every method starts from: the basic-phase head and the base session's training features.
-
-    Attributes:
-        head: The basic model's head on backbone features; output ``j`` is basic class ``j``. Never
-            trained or grown (it is the distillation teacher); learners put it in eval mode.
-        features: Features of the basic classes' training images, shape (N, D).
-        labels: Their output indices in ``[0, head.num_classes)``, shape (N,).
-    """
-
-    head: ExpandableHead
-    features: Tensor
-    labels: Tensor
-
-    @property
-    def num_classes(self) -> int:
-        """Classes of the base session."""
-        return self.head.num_classes
-
-
-class FewShotLearner(ABC):
-    """A classifier on frozen features that adds classes from few shots, one session at a time.
-
-    Args:
-        base: The base session.
-        seed: Seeds everything random the method does (new units, batches, dropout).
-    """
-
-    def __init__(self, base: BaseSession, seed: int = 0) -> None:
-        self.num_base = base.num_classes
-        self.num_classes = base.num_classes
-        self.sessions = 0
-        self.seed = seed
-
-    def learn(self, support: Tensor, labels: Tensor) -> None:
-        """Learns one session's new classes from their shots.
-
-        Args:
-            support: Shot features, shape (n_new · K, D).
-            labels: Their output indices, shape (n_new · K,): exactly the next ``n_new`` outputs,
-                ``num_classes .. num_classes + n_new − 1``.
-
-        Raises:
-            ValueError: If the labels are not the next outputs.
-        """
-        new = torch.unique(labels)
-        expected = torch.arange(self.num_classes, self.num_classes + len(new))
-        if not torch.equal(new.cpu(), expected):
-            raise ValueError(f"a session's labels must be the next outputs {expected.tolist()}, got {new.tolist()}")
-        self._learn(support.float(), labels.to(torch.int64), len(new))
-        self.num_classes += len(new)
-        self.sessions += 1
-
-    @abstractmethod
-    def _learn(self, support: Tensor, labels: Tensor, num_new: int) -> None:
-        """Adds ``num_new`` classes; ``self.num_classes`` and ``self.sessions`` still count the earlier ones."""
-
-    @abstractmethod
-    def logits(self, features: Tensor) -> Tensor:
-        """Scores of every class seen, shape (N, num_classes), for features (N, D)."""
-
-    @torch.no_grad()
-    def predict(self, features: Tensor, batch_size: int = 1024) -> Tensor:
-        """Predicted output indices, shape (N,)."""
-        return torch.cat([self.logits(features[i:i + batch_size].float()).argmax(1)
-                          for i in range(0, len(features), batch_size)]) if len(features) else torch.empty(0, dtype=torch.int64)
-
-    def _generator(self) -> torch.Generator:
-        """A generator for this session, a function of the seed and the session index only."""
-        return torch.Generator().manual_seed(self.seed * 7919 + self.sessions)
 
 
 # --- the paper's method, with and without memory --------------------------------------------------
@@ -404,7 +342,8 @@ class MethodSpec:
 
 
 FEWSHOT_METHODS: Registry[MethodSpec] = Registry("few-shot method")
-"""Few-shot methods by name: ``paper``, ``paper+memory``, ``imprint``, ``teen``, ``imprint-ft``."""
+"""Few-shot methods by name: ``paper``, ``paper+memory``, ``imprint``, ``teen``, ``imprint-ft``, ``ranpac``,
+``c-ranpac``, ``compose``."""
 
 FEWSHOT_METHODS.register("paper", MethodSpec(
     PaperLearner, PaperConfig, trains=True,
@@ -421,6 +360,15 @@ FEWSHOT_METHODS.register("teen", MethodSpec(
 FEWSHOT_METHODS.register("imprint-ft", MethodSpec(
     ImprintFinetuneLearner, ImprintFinetuneConfig, trains=True,
     description="imprinting, then the new rows fine-tuned with the paper's loss (CEC's ft_cos)"))
+FEWSHOT_METHODS.register("ranpac", MethodSpec(
+    RanPACLearner, RanPACConfig, trains=False,
+    description="RanPAC (McDonnell et al. 2023): random ReLU projection, ridge head on accumulated statistics"))
+FEWSHOT_METHODS.register("c-ranpac", MethodSpec(
+    CRanPACLearner, CRanPACConfig, trains=False,
+    description="C-RanPAC (Goswami et al. 2024): Gaussians calibrated toward similar base classes, sampled into RanPAC"))
+FEWSHOT_METHODS.register("compose", MethodSpec(
+    ComposeLearner, ComposeConfig, trains=False,
+    description="cfer: each compound's Gaussian calibrated toward its components and AU prior, sampled into RanPAC"))
 
 
 def method_config(name: str, options: Mapping[str, Any] | None = None) -> Any:

@@ -318,8 +318,12 @@ class _Protocol:
         basic_ids = torch.tensor(list(self.output_of))
         self.is_basic = torch.isin(held_out.targets, basic_ids)
         in_pool = torch.isin(train_pool.targets, basic_ids)
-        self.base = BaseSession(teacher.head, train_pool.features[in_pool], self._outputs(train_pool.targets[in_pool])) \
+        self.base = self._base_session(teacher, teacher_classes, train_pool.subset(in_pool)) \
             if isinstance(train_pool, FeatureSet) else None
+
+    def _base_session(self, teacher: ExpressionClassifier, teacher_classes: Sequence[str], base: FeatureSet) -> BaseSession:
+        return BaseSession(teacher.head, base.features, self._outputs(base.targets), classes=tuple(teacher_classes),
+                           au_intensities=base.au_intensities, au_ids=base.au_ids)
 
     def _outputs(self, targets: Tensor, new_class: int | None = None) -> Tensor:
         return torch.tensor([self.new_output if int(t) == new_class else self.output_of[int(t)] for t in targets],
@@ -340,12 +344,12 @@ class _Protocol:
         return evaluate_new_class(logits_of, self._inputs(self.held_out)[self.is_basic], targets, self.new_output,
                                   self.basic_outputs)
 
-    def fit(self, method: str, support: Tensor, seed: int) -> Callable[[Tensor], Tensor]:
-        """Learns the new class from ``support`` with ``method``; returns the learned model's logits."""
+    def fit(self, method: str, support: Tensor, seed: int, name: str) -> Callable[[Tensor], Tensor]:
+        """Learns the new class ``name`` from ``support`` with ``method``; returns the learned model's logits."""
         if self.on_features:
             assert self.base is not None
             learner = create_learner(method, self.base, self.options.get(method), seed=seed)
-            learner.learn(support, torch.full((len(support),), self.new_output, dtype=torch.int64))
+            learner.learn(support, torch.full((len(support),), self.new_output, dtype=torch.int64), names=[name])
             return learner.logits
         student = learn_new_class(self.teacher, support, method_config("paper", self.options.get("paper")), seed,
                                   self.config.trainable_blocks, self.config.augment)
@@ -370,7 +374,7 @@ class _Protocol:
                     for run_seed in range(config.seeds):
                         chosen = select_shots(pool, shots, run_seed, class_index, base_seed=self.seed)
                         logits_of = self.fit(method, self._inputs(self.train_pool)[torch.as_tensor(chosen)],
-                                             seed=self.seed * 10007 + run_seed * 101 + class_index)
+                                             seed=self.seed * 10007 + run_seed * 101 + class_index, name=name)
                         metrics = evaluate_new_class(logits_of, inputs, targets, self.new_output, self.basic_outputs)
                         runs.append({"class": name, "shots": str(shots), "seed": run_seed, "n_shots": len(chosen),
                                      **metrics})

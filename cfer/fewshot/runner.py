@@ -287,7 +287,8 @@ def _compute_features(config: FewShotConfig, basic_dir: Path, teacher: Expressio
 
 
 def _from_stored(stored: dict[str, Any], evaluate_on: str) -> _Data:
-    backbones = {name: FeatureSet(**{**fields, "classes": tuple(fields["classes"])})
+    backbones = {name: FeatureSet(**{**fields, "classes": tuple(fields["classes"]),
+                                     "au_ids": tuple(fields.get("au_ids", ()))})
                  for name, fields in stored["backbones"].items()}
     scored = stored["validation"] if evaluate_on == "validation" else stored["held_out"]
     return _Data(backbones, stored["pool"].numpy(), scored.numpy(), tuple(stored["compounds"]),
@@ -297,7 +298,8 @@ def _from_stored(stored: dict[str, Any], evaluate_on: str) -> _Data:
 def _fingerprint(config: FewShotConfig, basic_dir: Path) -> str:
     """Changes whenever the images, their split or the basic model could (not with the basic run's timings)."""
     best_fold = read_json(basic_dir / "metrics.json")["best_fold"]
-    facts = {"data": config_to_dict(config.data), "basic": config_to_dict(load_config(BasicPhaseConfig, basic_dir / "config.yaml")),
+    facts = {"format": 2,  # 2: the feature sets carry the images' AU intensities
+             "data": config_to_dict(config.data), "basic": config_to_dict(load_config(BasicPhaseConfig, basic_dir / "config.yaml")),
              "split": read_json(basic_dir / f"fold_{best_fold}" / "metrics.json").get("subjects"), "fold": best_fold}
     digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode())
     digest.update((basic_dir / "model.safetensors").read_bytes())
@@ -386,8 +388,10 @@ def _fscil_methods(config: FewShotConfig, teacher: ExpressionClassifier, teacher
     basic_ids = torch.tensor([features.classes.index(c) for c in teacher_classes])
     in_base = torch.isin(pool.targets, basic_ids)
     output_of = {int(c): j for j, c in enumerate(basic_ids)}
-    base = BaseSession(teacher.head, pool.features[in_base],
-                       torch.tensor([output_of[int(t)] for t in pool.targets[in_base]], dtype=torch.int64))
+    base_pool = pool.subset(in_base)
+    base = BaseSession(teacher.head, base_pool.features,
+                       torch.tensor([output_of[int(t)] for t in base_pool.targets], dtype=torch.int64),
+                       classes=tuple(teacher_classes), au_intensities=base_pool.au_intensities, au_ids=base_pool.au_ids)
     return {method: _part(part_path(out_dir, "fscil", method), _settings(config, data, "fscil", method),
                           lambda method=method: run_fscil_method(
                               method, base, pool, scored, teacher_classes, data.compounds, config.fscil,

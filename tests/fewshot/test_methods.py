@@ -22,7 +22,10 @@ from cfer.models.heads import LinearHead
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 DIM = 6
-FAST = {"paper": {"steps": 5}, "paper+memory": {"steps": 5}, "imprint-ft": {"steps": 5}}
+FAST = {"paper": {"steps": 5}, "paper+memory": {"steps": 5}, "imprint-ft": {"steps": 5},
+        "c-ranpac": {"samples": 50}, "compose": {"samples": 50}}
+BASE_NAMES = ("happy", "surprised", "disgusted")  # outputs 0-2; the compounds below are blends of them
+NEW_NAMES = ("happily_surprised", "happily_disgusted", "disgustedly_surprised")  # outputs 3-5
 
 
 def tiny_base(per_class: int = 10) -> BaseSession:
@@ -34,7 +37,7 @@ def tiny_base(per_class: int = 10) -> BaseSession:
     with torch.no_grad():
         head.fc.weight.copy_(3 * torch.eye(3, DIM))
         head.fc.bias.zero_()
-    return BaseSession(head.eval(), features, labels)
+    return BaseSession(head.eval(), features, labels, classes=BASE_NAMES)
 
 
 def shots(axis: int, count: int = 3, seed: int = 1) -> torch.Tensor:
@@ -43,7 +46,8 @@ def shots(axis: int, count: int = 3, seed: int = 1) -> torch.Tensor:
 
 
 def test_registry_knows_every_method_and_names_them_on_a_typo():
-    assert set(FEWSHOT_METHODS) == {"paper", "paper+memory", "imprint", "teen", "imprint-ft"}
+    assert set(FEWSHOT_METHODS) == {"paper", "paper+memory", "imprint", "teen", "imprint-ft", "ranpac", "c-ranpac",
+                                    "compose"}
     with pytest.raises(KeyError, match="known few-shot methods"):
         create_learner("imprinting", tiny_base())
 
@@ -64,26 +68,26 @@ def test_every_method_adds_classes_session_by_session_and_leaves_the_basic_model
     head_before = {k: v.clone() for k, v in base.head.state_dict().items()}
     learner = create_learner(method, base, FAST.get(method), seed=3)
     assert learner.num_classes == 3 and learner.logits(base.features).shape == (30, 3)
-    learner.learn(shots(3), torch.full((3,), 3))
-    learner.learn(torch.cat([shots(4), shots(5)]), torch.tensor([4, 4, 4, 5, 5, 5]))
-    assert learner.num_classes == 6 and learner.sessions == 2
+    learner.learn(shots(3), torch.full((3,), 3), names=NEW_NAMES[:1])
+    learner.learn(torch.cat([shots(4), shots(5)]), torch.tensor([4, 4, 4, 5, 5, 5]), names=NEW_NAMES[1:])
+    assert learner.num_classes == 6 and learner.sessions == 2 and learner.class_names == [*BASE_NAMES, *NEW_NAMES]
     assert learner.logits(base.features).shape == (30, 6) and learner.predict(base.features).shape == (30,)
     assert all(torch.equal(v, head_before[k]) for k, v in base.head.state_dict().items())
     with pytest.raises(ValueError, match="next outputs"):
         learner.learn(shots(0), torch.full((3,), 7))  # output 6 comes first
     # the same seed gives the same learner
     again = create_learner(method, base, FAST.get(method), seed=3)
-    again.learn(shots(3), torch.full((3,), 3))
-    again.learn(torch.cat([shots(4), shots(5)]), torch.tensor([4, 4, 4, 5, 5, 5]))
+    again.learn(shots(3), torch.full((3,), 3), names=NEW_NAMES[:1])
+    again.learn(torch.cat([shots(4), shots(5)]), torch.tensor([4, 4, 4, 5, 5, 5]), names=NEW_NAMES[1:])
     assert torch.allclose(again.logits(base.features), learner.logits(base.features))
 
 
-@pytest.mark.parametrize("method", ["imprint", "teen", "imprint-ft", "paper+memory"])
+@pytest.mark.parametrize("method", ["imprint", "teen", "imprint-ft", "paper+memory", "ranpac", "c-ranpac"])
 def test_methods_that_keep_the_basic_classes_recognise_them_and_the_new_one(method):
     base = tiny_base()
     options = {"imprint-ft": {"steps": 50}, "paper+memory": {"steps": 100, "lr": 1e-2}}.get(method)
     learner = create_learner(method, base, options)
-    learner.learn(shots(3), torch.full((3,), 3))
+    learner.learn(shots(3), torch.full((3,), 3), names=NEW_NAMES[:1])
     queries = torch.cat([base.features, shots(3, 10, seed=9)])
     truth = torch.cat([base.labels, torch.full((10,), 3)])
     assert (learner.predict(queries) == truth).float().mean() == 1.0

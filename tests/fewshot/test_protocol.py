@@ -25,8 +25,8 @@ from cfer.models.heads import LinearHead
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
-BASIC = ("b0", "b1", "b2")
-COMPOUND = ("c0", "c1")
+BASIC = ("happy", "surprised", "disgusted")  # b0..b2 below
+COMPOUND = ("happily_surprised", "happily_disgusted")  # c0, c1: named compounds, as the compose method needs
 CLASSES = BASIC + COMPOUND
 DIM = 8
 
