@@ -2,9 +2,9 @@
 
 Reads the features a ``cfer fewshot`` run keeps (``OUT/features.pt``: the basic-phase backbone over
 every image, with the shot-pool, validation and held-out masks) and runs FSCIL sessions of one method
-for every combination of the given option values, scored on the **validation** subjects only: nothing
-here reads a held-out image, so the chosen options can be reported on held-out subjects and on other
-data seeds. Prints and writes (``--out``, JSON, atomically) the final harmonic mean per K and setting.
+for every combination of the given option values, scored on the **validation** subjects: nothing
+then reads a held-out image, so the chosen options can be reported on held-out subjects and on other
+data seeds. ``--score-on held_out`` reports a grid (ablations) on held-out subjects, never to choose. Prints and writes (``--out``, JSON, atomically) the final harmonic mean per K and setting.
 
     cfer fewshot --out runs/fs0 --protocol fscil --methods compose
     python examples/choose_fewshot_options.py --features runs/fs0/features.pt --method compose \\
@@ -47,11 +47,12 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     return grid
 
 
-def split(stored: dict[str, Any]) -> tuple[BaseSession, FeatureSet, FeatureSet, tuple[str, ...], list[str]]:
-    """The base session, the shot pool and the validation images of a ``features.pt``."""
+def split(stored: dict[str, Any], score_on: str = "validation") -> tuple[BaseSession, FeatureSet, FeatureSet,
+                                                                       tuple[str, ...], list[str]]:
+    """The base session, the shot pool and the scored images (``validation`` or ``held_out``) of a ``features.pt``."""
     fields = stored["backbones"]["basic"]
     features = FeatureSet(**{**fields, "classes": tuple(fields["classes"]), "au_ids": tuple(fields.get("au_ids", ()))})
-    pool, validation = features.subset(stored["pool"].bool()), features.subset(stored["validation"].bool())
+    pool, validation = features.subset(stored["pool"].bool()), features.subset(stored[score_on].bool())
     basic = tuple(c for c in BASIC if c in features.classes)
     basic_ids = torch.tensor([features.classes.index(c) for c in basic])
     base_pool = pool.subset(torch.isin(pool.targets, basic_ids))
@@ -71,6 +72,8 @@ def main() -> None:
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--orders", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--score-on", choices=["validation", "held_out"], default="validation",
+                        help="the subjects scored: choose on validation; held_out only to report what was chosen")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if not args.features.is_file():
@@ -79,7 +82,8 @@ def main() -> None:
         parser.error(f"{args.method} trains on the basic model's head, which features.pt does not hold; "
                      "choose among the training-free methods")
     grid = parse_grid(args.grid)
-    base, pool, validation, basic, compounds = split(load_torch_file(args.features, "run `cfer fewshot` again"))
+    base, pool, validation, basic, compounds = split(load_torch_file(args.features, "run `cfer fewshot` again"),
+                                                     args.score_on)
     config = FSCILConfig(shots=args.shots, orders=args.orders, seeds=args.seeds)
     rows = []
     for values in tqdm(list(itertools.product(*grid.values())), desc=f"grid {args.method}"):
@@ -89,7 +93,7 @@ def main() -> None:
         rows.append({"options": options, "final_harmonic_mean": scores})
         print(f"{options}: " + ", ".join(f"K={k} {v:.3f}" for k, v in scores.items()), flush=True)
     if args.out is not None:
-        write_json(args.out, {"method": args.method, "features": str(args.features), "scored_on": "validation",
+        write_json(args.out, {"method": args.method, "features": str(args.features), "scored_on": args.score_on,
                               "orders": args.orders, "seeds": args.seeds, "rows": rows})
 
 
