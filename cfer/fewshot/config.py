@@ -20,7 +20,8 @@ from cfer.training.basic import BasicPhaseConfig
 
 __all__ = ["DEFAULT_METHODS", "FewShotConfig", "default_fewshot_basic_phase"]
 
-DEFAULT_METHODS = ("paper", "paper+memory", "imprint", "teen", "imprint-ft", "ranpac", "c-ranpac", "compose")
+DEFAULT_METHODS = ("paper", "paper+memory", "imprint", "teen", "imprint-ft", "ranpac", "c-ranpac", "compose",
+                   "compose-ranpac")
 """The methods of :data:`~cfer.fewshot.methods.FEWSHOT_METHODS` a default run compares."""
 
 

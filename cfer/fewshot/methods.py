@@ -18,8 +18,8 @@ subclasses it, implements ``_learn`` and ``logits`` (about 30 lines), and regist
   base prototypes (Wang et al. 2023, :mod:`cfer.core.calibration`);
 * ``imprint-ft``: imprinting, then a short fine-tune of the new rows only (CEC's ``ft_cos``, Zhang
   et al. 2021) with the paper's distillation loss against the classifier before the session;
-* ``ranpac``, ``c-ranpac`` and ``compose`` (cfer's compositional method): RanPAC's statistics, see
-  :mod:`cfer.fewshot.ranpac`.
+* ``ranpac`` and ``c-ranpac``: RanPAC's statistics, see :mod:`cfer.fewshot.ranpac`;
+* ``compose`` and ``compose-ranpac``: cfer's compositional method, see :mod:`cfer.fewshot.compose`.
 
 The learners' base class and the base session are in :mod:`cfer.fewshot.learner`.
 """
@@ -40,9 +40,8 @@ from cfer.core.distillation import DistillationLoss, kd_weight
 from cfer.core.imprinting import CosineClassifier, class_means, imprint_weights
 from cfer.core.sorting import SCORES, Score, representative_memory_size, sort_by_score
 from cfer.fewshot.learner import BaseSession, FewShotLearner
+from cfer.fewshot.compose import ComposeConfig, ComposeLearner, ComposeRanPACConfig, ComposeRanPACLearner
 from cfer.fewshot.ranpac import (
-    ComposeConfig,
-    ComposeLearner,
     CRanPACConfig,
     CRanPACLearner,
     RanPACConfig,
@@ -343,7 +342,7 @@ class MethodSpec:
 
 FEWSHOT_METHODS: Registry[MethodSpec] = Registry("few-shot method")
 """Few-shot methods by name: ``paper``, ``paper+memory``, ``imprint``, ``teen``, ``imprint-ft``, ``ranpac``,
-``c-ranpac``, ``compose``."""
+``c-ranpac``, ``compose``, ``compose-ranpac``."""
 
 FEWSHOT_METHODS.register("paper", MethodSpec(
     PaperLearner, PaperConfig, trains=True,
@@ -368,7 +367,10 @@ FEWSHOT_METHODS.register("c-ranpac", MethodSpec(
     description="C-RanPAC (Goswami et al. 2024): Gaussians calibrated toward similar base classes, sampled into RanPAC"))
 FEWSHOT_METHODS.register("compose", MethodSpec(
     ComposeLearner, ComposeConfig, trains=False,
-    description="cfer: each compound's Gaussian calibrated toward its components and AU prior, sampled into RanPAC"))
+    description="cfer: each compound's prototype starts at its components' AU prior and moves toward its shots"))
+FEWSHOT_METHODS.register("compose-ranpac", MethodSpec(
+    ComposeRanPACLearner, ComposeRanPACConfig, trains=False,
+    description="cfer's prior on RanPAC: each compound's Gaussian calibrated toward its components, sampled in"))
 
 
 def method_config(name: str, options: Mapping[str, Any] | None = None) -> Any:

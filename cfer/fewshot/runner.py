@@ -47,7 +47,7 @@ from cfer.fewshot.config import FewShotConfig
 from cfer.fewshot.episodic import EpisodicConfig, class_pool, evaluate_episodes
 from cfer.fewshot.features import FeatureSet, extract_features
 from cfer.fewshot.fscil import reference_results, run_fscil_method
-from cfer.fewshot.methods import BaseSession, check_method_options
+from cfer.fewshot.methods import BaseSession, check_method_options, method_config
 from cfer.fewshot.protocol import run_paper_protocol
 from cfer.fewshot.reports import write_fewshot_reports
 from cfer.fewshot.threads import one_thread
@@ -334,7 +334,8 @@ def _settings(config: FewShotConfig, data: _Data, part: str, method: str | None 
     """What a finished part depends on; a part is reused only when all of it is equal."""
     section = {"paper": config.paper, "fscil": config.fscil, "episodic": config.episodic}[part]
     return {"features": data.key, "evaluate_on": config.evaluate_on, "seed": config.seed, "method": method,
-            "method_options": config.method_options.get(method, {}) if method else {},
+            # the resolved settings, defaults included: a changed default is a changed part
+            "method_options": config_to_dict(method_config(method, config.method_options.get(method))) if method else {},
             part: config_to_dict(section)}
 
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 DIM = 6
 FAST = {"paper": {"steps": 5}, "paper+memory": {"steps": 5}, "imprint-ft": {"steps": 5},
-        "c-ranpac": {"samples": 50}, "compose": {"samples": 50}}
+        "c-ranpac": {"samples": 50}, "compose-ranpac": {"samples": 50}}
 BASE_NAMES = ("happy", "surprised", "disgusted")  # outputs 0-2; the compounds below are blends of them
 NEW_NAMES = ("happily_surprised", "happily_disgusted", "disgustedly_surprised")  # outputs 3-5
 
@@ -47,7 +47,7 @@ def shots(axis: int, count: int = 3, seed: int = 1) -> torch.Tensor:
 
 def test_registry_knows_every_method_and_names_them_on_a_typo():
     assert set(FEWSHOT_METHODS) == {"paper", "paper+memory", "imprint", "teen", "imprint-ft", "ranpac", "c-ranpac",
-                                    "compose"}
+                                    "compose", "compose-ranpac"}
     with pytest.raises(KeyError, match="known few-shot methods"):
         create_learner("imprinting", tiny_base())
 
