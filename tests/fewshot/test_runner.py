@@ -93,6 +93,18 @@ def test_a_rerun_reuses_the_features_and_finished_parts(finished, monkeypatch):
     assert again["fscil"]["methods"] == first["fscil"]["methods"] and again["paper"] == first["paper"]
 
 
+def test_a_part_is_keyed_by_the_resolved_method_settings_defaults_included(finished):
+    out, _ = finished
+    data = runner_module._from_stored(runner_module._read_cache(out / "features.pt"), "held-out")
+
+    def key(**teen):
+        return runner_module._settings(tiny_config(method_options={**FAST, "teen": teen}), data, "fscil", "teen")
+
+    # a default said aloud is the same part; a changed default (or option) is another one
+    assert key() == key(shift_weight=0.5) and key()["method_options"]["shift_weight"] == 0.5
+    assert key() != key(shift_weight=0.3)
+
+
 def test_reuses_a_basic_run_and_evaluates_on_validation_subjects(finished, tmp_path):
     out, first = finished
     config = tiny_config(basic_run=str(out / "basic"), episodic=EpisodicConfig(enabled=False),
