@@ -37,6 +37,7 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 from torch.optim import Optimizer
 
+from cfer.core.layers import DEFAULT_LAYERS, MultiLayerFeatures
 from cfer.core.prototypes import ClassMeans, RandomProjectionRidge
 from cfer.core.sorting import Score
 from cfer.registry import Registry
@@ -139,6 +140,14 @@ class RanPACConfig:
     projection_dim: int = 2000  # size M of the random ReLU projection (paper: 10,000)
     ridge: float | None = None  # the ridge lambda; None chooses it on held-out samples of the first experience
     seed: int = 0  # seed of the random projection
+
+
+@dataclass(frozen=True)
+class LayersRanPACConfig(RanPACConfig):
+    """RanPAC's head on features from several depths of the backbone (:mod:`cfer.core.layers`)."""
+
+    # 'module.path:grid' per inner module; a negative index counts from the end of a module list
+    layers: tuple[str, ...] = DEFAULT_LAYERS
 
 
 @dataclass(frozen=True)
@@ -292,12 +301,15 @@ def _build_statistics_head(kind: Literal["ncm", "ranpac"]) -> Builder:
     def build(
         model: nn.Module, optimizer: Optimizer, config: Any, memory_size: int | None, common: dict[str, Any]
     ) -> SupervisedTemplate:
-        dim = feature_dim_of(model)
+        backbone, dim = model.backbone, feature_dim_of(model)
+        if getattr(config, "layers", ()):
+            backbone = MultiLayerFeatures(model.backbone, config.layers)
+            dim = backbone.dim
         if kind == "ncm":
             head: ClassMeans | RandomProjectionRidge = ClassMeans(dim)
         else:
             head = RandomProjectionRidge(dim, config.projection_dim, config.ridge or 1.0, config.seed)
-        frozen = FrozenFeatureClassifier(model.backbone, head)
+        frozen = FrozenFeatureClassifier(backbone, head)
         plugins = [*common["plugins"], StatisticsHeadPlugin(choose_ridge=kind == "ranpac" and config.ridge is None)]
         # zero epochs: the head learns from statistics after each experience, the backbone never
         return Naive(model=frozen, optimizer=optimizer, criterion=nn.CrossEntropyLoss(),
@@ -368,6 +380,11 @@ STRATEGIES.register("ncm", StrategySpec(
 STRATEGIES.register("ranpac", StrategySpec(
     _build_statistics_head("ranpac"), RanPACConfig, early_stops=False, state=STATISTICS_HEAD_STATE,
     exports_model=False, description="RanPAC: random ReLU projection and a ridge head on frozen features"))
+STRATEGIES.register("ranpac-layers", StrategySpec(
+    _build_statistics_head("ranpac"), LayersRanPACConfig, early_stops=False, state=STATISTICS_HEAD_STATE,
+    exports_model=False, trunk_inputs=False,  # it reads inner blocks, which a cached trunk would skip
+    description="RanPAC on the pooled features and the last three block stages' maps on coarse grids, "
+                "standardised on the basic classes"))
 STRATEGIES.register("naive", StrategySpec(
     _avalanche(Naive), NoConfig, description="fine-tuning on each experience alone (lower bound)"))
 STRATEGIES.register("joint", StrategySpec(

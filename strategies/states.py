@@ -31,6 +31,7 @@ from avalanche.training.utils import ParamData
 from torch import nn
 
 from cfer.core.distillation import TeacherMemo, frozen_copy
+from cfer.core.layers import MultiLayerFeatures
 from strategies.plugins import DistillationPlugin, ExemplarHeadPlugin, PSMRReplayPlugin
 from strategies.statistics_heads import StatisticsHeadPlugin
 
@@ -209,8 +210,12 @@ def _restore_lwf(strategy: SupervisedTemplate, state: dict[str, Any], context: R
 
 
 def _capture_statistics_head(strategy: SupervisedTemplate) -> dict[str, Any]:
-    head = strategy.model.head
+    head, backbone = strategy.model.head, strategy.model.backbone
+    # a multi-layer backbone's standardisation was fitted on the first experience
+    standardisation = ({key: value.detach().cpu() for key, value in backbone.named_buffers(recurse=False)}
+                       if isinstance(backbone, MultiLayerFeatures) else {})
     return {"head": {key: value.detach().cpu() for key, value in head.state_dict().items()},
+            "standardisation": standardisation,
             "ridge": float(getattr(head, "ridge", 0.0)),
             "choose_ridge": bool(_plugin(strategy, StatisticsHeadPlugin).choose_ridge)}
 
@@ -219,6 +224,8 @@ def _restore_statistics_head(strategy: SupervisedTemplate, state: dict[str, Any]
     head = strategy.model.head
     for key, value in state["head"].items():  # buffers grow with the classes: replace, not copy into
         setattr(head, key, value.to(strategy.device))
+    for key, value in state.get("standardisation", {}).items():
+        setattr(strategy.model.backbone, key, value.to(strategy.device))
     if hasattr(head, "ridge"):
         head.ridge = state["ridge"]
     _plugin(strategy, StatisticsHeadPlugin).choose_ridge = state["choose_ridge"]
@@ -233,4 +240,4 @@ LWF_STATE = StrategyState(_capture_lwf, _restore_lwf)
 EWC_STATE = StrategyState(_capture_ewc, _restore_ewc)
 GDUMB_STATE = StrategyState(_capture_gdumb, _restore_gdumb)
 STATISTICS_HEAD_STATE = StrategyState(_capture_statistics_head, _restore_statistics_head)
-"""The accumulated statistics of ``'ncm'`` and ``'ranpac'``."""
+"""The accumulated statistics of the training-free heads (``'ncm'``, ``'ranpac'``, ``'ranpac-layers'``)."""

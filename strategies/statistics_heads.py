@@ -17,6 +17,7 @@ from avalanche.core import SupervisedPlugin
 from torch import Tensor, nn
 
 from cfer.core.inference import predict
+from cfer.core.layers import MultiLayerFeatures
 from cfer.core.prototypes import ClassMeans, RandomProjectionRidge
 
 if TYPE_CHECKING:
@@ -70,8 +71,9 @@ def feature_dim_of(model: nn.Module) -> int:
 class StatisticsHeadPlugin(SupervisedPlugin):
     """After each training experience, pass its samples through the frozen backbone into the head.
 
-    A :class:`RandomProjectionRidge` head chooses its ridge ``λ`` on the first experience with more
-    than one class (RanPAC picks it on held-out training samples; later experiences hold one class
+    A :class:`~cfer.core.layers.MultiLayerFeatures` backbone fits its standardisation on the first
+    experience, before the head sees it. A :class:`RandomProjectionRidge` head chooses its ridge
+    ``λ`` on the first experience with more than one class (RanPAC picks it on held-out training samples; later experiences hold one class
     each here, which says nothing about ``λ``), unless ``ridge`` was given.
 
     Args:
@@ -87,6 +89,10 @@ class StatisticsHeadPlugin(SupervisedPlugin):
         model: FrozenFeatureClassifier = strategy.model
         data = strategy.experience.dataset.eval()
         features = predict(model.backbone, data, strategy.eval_mb_size, strategy.device, out_device=strategy.device)
+        if isinstance(model.backbone, MultiLayerFeatures) and not bool(model.backbone.fitted):
+            model.backbone.fit(features)  # unfitted, it gave the raw features
+            features = model.backbone.standardise(features)
+            logger.info("multi-layer features: %d columns standardised on the first experience", model.backbone.dim)
         labels = torch.as_tensor(list(data.targets), dtype=torch.long, device=strategy.device)
         model.head.update(features, labels)
         if isinstance(model.head, RandomProjectionRidge) and self.choose_ridge and len(labels.unique()) > 1:

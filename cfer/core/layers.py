@@ -1,0 +1,122 @@
+"""Features from several depths of a frozen backbone, each kept as a coarse spatial grid.
+
+A backbone's pooled output averages its last feature map over the whole face, so where a cue sits
+(a furrow between the brows, the shape of the lips) is lost, and the middle layers, where such
+local cues live (LayUP, Ahrens et al. 2024), are not read at all. :class:`MultiLayerFeatures`
+concatenates the pooled output with inner modules' maps average-pooled to a small grid
+(``blocks.4`` at 4 × 4 keeps a 4 × 4 layout of an aligned face), then standardises every column
+with statistics fitted once, on the first data it sees (the basic classes' training images), so
+that no group outweighs the others by its scale.
+
+Layers are named ``'module.path:grid'``; a negative index counts from the end of a module list, so
+the default ``('blocks.-3:4', 'blocks.-2:2', 'blocks.-1:2')`` is the last three block stages of
+any timm EfficientNet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["DEFAULT_LAYERS", "MultiLayerFeatures", "parse_layer", "resolve_module"]
+
+DEFAULT_LAYERS: tuple[str, ...] = ("blocks.-3:4", "blocks.-2:2", "blocks.-1:2")
+"""The last three block stages of a timm EfficientNet: the third-last at 4 × 4, the others at 2 × 2."""
+
+
+def parse_layer(spec: str) -> tuple[str, int]:
+    """Split ``'module.path:grid'`` into the path and the grid side.
+
+    Raises:
+        ValueError: If the text is not of that form or the grid is not a positive integer.
+    """
+    path, sep, grid = spec.rpartition(":")
+    if not sep or not path or not grid.strip().isdigit() or int(grid) < 1:
+        raise ValueError(f"layer {spec!r} is not 'module.path:grid' with a positive grid side, e.g. 'blocks.4:4' "
+                         "or 'layer3:2'")
+    return path.strip(), int(grid)
+
+
+def resolve_module(root: nn.Module, path: str) -> nn.Module:
+    """The submodule at a dotted path; an integer part indexes a module list (negative from its end).
+
+    Raises:
+        ValueError: If a part names no child; the message lists the children there.
+    """
+    module = root
+    for part in path.split("."):
+        children = dict(module.named_children())
+        if part.lstrip("-").isdigit() and isinstance(module, (nn.Sequential, nn.ModuleList)) and len(module):
+            index = int(part)
+            if -len(module) <= index < len(module):
+                module = module[index]
+                continue
+        elif part in children:
+            module = children[part]
+            continue
+        raise ValueError(f"layer {path!r}: no module {part!r} there; its children are {sorted(children)} "
+                         "(set the layers to modules of this backbone, e.g. 'layer3:2' for a ResNet)")
+    return module
+
+
+class MultiLayerFeatures(nn.Module):
+    """A backbone's pooled features, then inner maps pooled to grids, standardised column by column.
+
+    Args:
+        backbone: Maps normalised images ``(batch, 3, H, W)`` to pooled features ``(batch, feature_dim)``;
+            its modules at ``layers`` give maps ``(batch, channels, h, w)``. Never trained here.
+        layers: ``'module.path:grid'`` per inner module (see :func:`parse_layer`).
+        probe_size: Side of the blank image passed once to learn each module's channel count.
+
+    Attributes:
+        dim: Size of the output, ``feature_dim + Σ channels · grid²``.
+    """
+
+    def __init__(self, backbone: nn.Module, layers: Sequence[str] = DEFAULT_LAYERS, probe_size: int = 64) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.layers = tuple(parse_layer(spec) for spec in layers)
+        self._modules_at = [resolve_module(backbone, path) for path, _ in self.layers]
+        with torch.no_grad():
+            mode = backbone.training
+            backbone.eval()
+            parameter = next(backbone.parameters(), None)
+            probe = torch.zeros(1, 3, probe_size, probe_size, device=None if parameter is None else parameter.device)
+            self.dim = self.raw(probe).shape[1]
+            backbone.train(mode)
+        self.register_buffer("mean", torch.zeros(self.dim))
+        self.register_buffer("std", torch.ones(self.dim))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    def raw(self, images: Tensor) -> Tensor:
+        """Unstandardised features ``(batch, dim)`` of normalised images ``(batch, 3, H, W)``."""
+        maps: list[Tensor] = []
+        handles = [module.register_forward_hook(lambda _m, _i, output: maps.append(output))
+                   for module in self._modules_at]
+        try:
+            pooled = self.backbone(images)
+        finally:
+            for handle in handles:
+                handle.remove()
+        grids = [F.adaptive_avg_pool2d(fmap, grid).flatten(1) for fmap, (_, grid) in zip(maps, self.layers)]
+        return torch.cat([pooled.flatten(1), *grids], 1)
+
+    @torch.no_grad()
+    def fit(self, raw: Tensor) -> None:
+        """Fit the standardisation: each column's mean and standard deviation over ``raw`` ``(n, dim)``, n ≥ 2."""
+        if len(raw) < 2:
+            raise ValueError(f"the standardisation needs at least two samples, got {len(raw)}")
+        self.mean = raw.mean(0).to(self.mean)
+        self.std = raw.std(0).to(self.std) + 1e-6
+        self.fitted = torch.tensor(True, device=self.fitted.device)
+
+    def standardise(self, raw: Tensor) -> Tensor:
+        """``(raw - mean) / std``, shape ``(batch, dim)``; the identity before :meth:`fit`."""
+        return (raw - self.mean.to(raw)) / self.std.to(raw)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Standardised features ``(batch, dim)`` of normalised images ``(batch, 3, H, W)``."""
+        return self.standardise(self.raw(images))

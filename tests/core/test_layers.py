@@ -1,0 +1,68 @@
+"""Multi-layer grid features against a hand computation; layer names and their errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cfer.core.layers import MultiLayerFeatures, parse_layer, resolve_module
+
+
+class _Net(nn.Module):
+    """Two blocks and a pooled output, like a timm backbone with num_classes=0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.Conv2d(2, 3, 3, stride=2, padding=1))
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.blocks(images))
+
+
+def test_features_are_the_pooled_output_then_each_map_on_its_grid() -> None:
+    torch.manual_seed(0)
+    net, images = _Net(), torch.randn(2, 3, 8, 8)
+    features = MultiLayerFeatures(net, ["blocks.0:2", "blocks.-1:1"])
+    first = net.blocks[0](images)  # (2, 2, 8, 8)
+    second = net.blocks[1](first)  # (2, 3, 4, 4)
+    # a 2 x 2 grid of an 8 x 8 map: the means of its four 4 x 4 quarters, channel by channel, row by row
+    quarters = torch.stack([first[:, :, r:r + 4, c:c + 4].mean((2, 3)) for r in (0, 4) for c in (0, 4)], 2)
+    expected = torch.cat([second.mean((2, 3)), quarters.flatten(1), second.mean((2, 3))], 1)
+    assert features.dim == 3 + 2 * 4 + 3
+    torch.testing.assert_close(features(images), expected)  # before fit: no standardisation
+
+
+def test_standardisation_uses_the_fitted_samples_only() -> None:
+    torch.manual_seed(0)
+    features = MultiLayerFeatures(_Net(), ["blocks.0:1"])
+    first, later = torch.randn(6, 3, 8, 8), torch.randn(3, 3, 8, 8)
+    raw = features.raw(first)
+    features.fit(raw)
+    torch.testing.assert_close(features(first).mean(0), torch.zeros(features.dim), atol=1e-5, rtol=0)
+    torch.testing.assert_close(features(first).std(0), torch.ones(features.dim), atol=1e-4, rtol=0)
+    torch.testing.assert_close(features(later), (features.raw(later) - raw.mean(0)) / (raw.std(0) + 1e-6))
+    with pytest.raises(ValueError, match="two samples"):
+        features.fit(raw[:1])
+
+
+def test_hooks_do_not_outlive_a_call() -> None:
+    net = _Net()
+    MultiLayerFeatures(net, ["blocks.0:2"])(torch.randn(1, 3, 8, 8))
+    assert not net.blocks[0]._forward_hooks
+
+
+@pytest.mark.parametrize("spec", ["blocks.0", "blocks.0:0", ":2", "blocks.0:x"])
+def test_bad_layer_text_says_the_form(spec: str) -> None:
+    with pytest.raises(ValueError, match="module.path:grid"):
+        parse_layer(spec)
+
+
+def test_unknown_module_lists_the_children() -> None:
+    net = _Net()
+    assert resolve_module(net, "blocks.-1") is net.blocks[1]
+    with pytest.raises(ValueError, match=r"no module 'layer3'.*\['blocks', 'pool'\]"):
+        resolve_module(net, "layer3")
+    with pytest.raises(ValueError, match="no module '5'"):
+        resolve_module(net, "blocks.5")
