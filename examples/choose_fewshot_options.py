@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cfer.fewshot import FEWSHOT_METHODS, BaseSession, FeatureSet, FSCILConfig, run_fscil_method
+from cfer.fewshot.methods import method_config
 from cfer.io import load_torch_file, write_json
 from cfer.models.heads import LinearHead
 from cfer.taxonomy import BASIC
@@ -47,10 +48,14 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     return grid
 
 
-def split(stored: dict[str, Any], score_on: str = "validation") -> tuple[BaseSession, FeatureSet, FeatureSet,
-                                                                       tuple[str, ...], list[str]]:
-    """The base session, the shot pool and the scored images (``validation`` or ``held_out``) of a ``features.pt``."""
-    fields = stored["backbones"]["basic"]
+def split(stored: dict[str, Any], score_on: str = "validation", backbone: str = "basic"
+          ) -> tuple[BaseSession, FeatureSet, FeatureSet, tuple[str, ...], list[str]]:
+    """The base session, the shot pool and the scored images (``validation`` or ``held_out``) of a ``features.pt``,
+    on one of its feature sets (``basic``: the pooled features; ``layers``: the multi-layer ones)."""
+    if backbone not in stored["backbones"]:
+        raise SystemExit(f"the features file has no {backbone!r} features: run `cfer fewshot` with a method that "
+                         "reads them (compose) on that folder first")
+    fields = stored["backbones"][backbone]
     features = FeatureSet(**{**fields, "classes": tuple(fields["classes"]), "au_ids": tuple(fields.get("au_ids", ()))})
     pool, validation = features.subset(stored["pool"].bool()), features.subset(stored[score_on].bool())
     basic = tuple(c for c in BASIC if c in features.classes)
@@ -82,12 +87,13 @@ def main() -> None:
         parser.error(f"{args.method} trains on the basic model's head, which features.pt does not hold; "
                      "choose among the training-free methods")
     grid = parse_grid(args.grid)
-    base, pool, validation, basic, compounds = split(load_torch_file(args.features, "run `cfer fewshot` again"),
-                                                     args.score_on)
+    stored = load_torch_file(args.features, "run `cfer fewshot` again")
     config = FSCILConfig(shots=args.shots, orders=args.orders, seeds=args.seeds)
     rows = []
     for values in tqdm(list(itertools.product(*grid.values())), desc=f"grid {args.method}"):
         options = dict(zip(grid, values))
+        reads = getattr(method_config(args.method, options), "features", "pooled")
+        base, pool, validation, basic, compounds = split(stored, args.score_on, "layers" if reads == "layers" else "basic")
         result = run_fscil_method(args.method, base, pool, validation, basic, compounds, config, options)
         scores = {k: entry["summary"]["final_harmonic_mean"]["mean"] for k, entry in result["per_shot"].items()}
         rows.append({"options": options, "final_harmonic_mean": scores})

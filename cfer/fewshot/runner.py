@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from cfer.config import config_to_dict, load_config, save_config
+from cfer.core.layers import MultiLayerFeatures
 from cfer.data.dataset import FaceExpressionDataset
 from cfer.data.reading import write_skipped
 from cfer.data.sources import load_dataset
@@ -251,7 +252,8 @@ def _read_cache(cache: Path) -> dict[str, Any]:
 def _data(config: FewShotConfig, basic_dir: Path, teacher: ExpressionClassifier, device: torch.device,
           out_dir: Path) -> _Data:
     """Features of every image by each backbone needed, from ``features.pt`` when it matches."""
-    wanted = ["basic"] + (["imagenet"] if config.episodic.enabled else [])
+    wanted = ["basic"] + (["layers"] if any(_reads(config, method) == "layers" for method in config.methods) else []) \
+        + (["imagenet"] if config.episodic.enabled else [])
     key = _fingerprint(config, basic_dir)
     cache = out_dir / "features.pt"
     if config.cache_features and cache.is_file():
@@ -281,6 +283,9 @@ def _compute_features(config: FewShotConfig, basic_dir: Path, teacher: Expressio
     if "imagenet" in wanted:
         models["imagenet"] = create_model(teacher.config, num_classes=teacher.num_classes).to(device).eval()
     backbones = {name: dataclasses.asdict(_features(model, dataset, device)) for name, model in models.items()}
+    if "layers" in wanted:
+        fit = pool & np.isin(dataset.targets.numpy(), [dataset.classes.index(c) for c in BASIC if c in dataset.classes])
+        backbones["layers"] = dataclasses.asdict(_layer_features(teacher, dataset, device, fit))
     return {"backbones": backbones, "pool": torch.from_numpy(pool), "validation": torch.from_numpy(validation),
             "held_out": torch.from_numpy(held_out), "compounds": list(compounds),
             "imagenet_name": _imagenet_name(teacher), "subjects_known": dataset.subjects_known}
@@ -353,7 +358,8 @@ def _part(path: Path, settings: dict[str, Any], compute: Callable[[], dict[str, 
 
 def _paper(config: FewShotConfig, teacher: ExpressionClassifier, teacher_classes: tuple[str, ...], data: _Data,
            basic_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """The paper's protocol, one part per method, merged."""
+    """The paper's protocol, one part per method, merged: every method on the pooled features, on which it also
+    scores the basic model's own head."""
     if config.paper.trainable_blocks == 0:
         pool, scored = data.backbones["basic"].subset(data.pool), data.backbones["basic"].subset(data.scored)
     else:  # the paper's method trains its last blocks on the images themselves
@@ -383,21 +389,32 @@ def _fscil(config: FewShotConfig, teacher: ExpressionClassifier, teacher_classes
 
 def _fscil_methods(config: FewShotConfig, teacher: ExpressionClassifier, teacher_classes: tuple[str, ...],
                    data: _Data, out_dir: Path) -> dict[str, Any]:
-    """Each method's FSCIL sessions, one part per method."""
-    features = data.backbones["basic"]
-    pool, scored = features.subset(data.pool), features.subset(data.scored)
-    basic_ids = torch.tensor([features.classes.index(c) for c in teacher_classes])
-    in_base = torch.isin(pool.targets, basic_ids)
+    """Each method's FSCIL sessions, one part per method, on the features it reads."""
+    def run(method: str) -> dict[str, Any]:
+        features = data.backbones["layers" if _reads(config, method) == "layers" else "basic"]
+        pool, scored = features.subset(data.pool), features.subset(data.scored)
+        return run_fscil_method(method, _base_session(teacher, teacher_classes, pool), pool, scored, teacher_classes,
+                                data.compounds, config.fscil, config.method_options.get(method), seed=config.seed,
+                                progress=config.progress)
+
+    return {method: _part(part_path(out_dir, "fscil", method), _settings(config, data, "fscil", method),
+                          lambda method=method: run(method))
+            for method in config.methods}
+
+
+def _base_session(teacher: ExpressionClassifier, teacher_classes: tuple[str, ...], pool: FeatureSet) -> BaseSession:
+    """The base session: the teacher's head and the pool's basic images (output ``j`` is ``teacher_classes[j]``)."""
+    basic_ids = torch.tensor([pool.classes.index(c) for c in teacher_classes])
     output_of = {int(c): j for j, c in enumerate(basic_ids)}
-    base_pool = pool.subset(in_base)
-    base = BaseSession(teacher.head, base_pool.features,
+    base_pool = pool.subset(torch.isin(pool.targets, basic_ids))
+    return BaseSession(teacher.head, base_pool.features,
                        torch.tensor([output_of[int(t)] for t in base_pool.targets], dtype=torch.int64),
                        classes=tuple(teacher_classes), au_intensities=base_pool.au_intensities, au_ids=base_pool.au_ids)
-    return {method: _part(part_path(out_dir, "fscil", method), _settings(config, data, "fscil", method),
-                          lambda method=method: run_fscil_method(
-                              method, base, pool, scored, teacher_classes, data.compounds, config.fscil,
-                              config.method_options.get(method), seed=config.seed, progress=config.progress))
-            for method in config.methods}
+
+
+def _reads(config: FewShotConfig, method: str) -> str:
+    """The features a method reads: its config's ``features`` ('pooled' when it has none)."""
+    return getattr(method_config(method, config.method_options.get(method)), "features", "pooled")
 
 
 def _imagenet_name(model: ExpressionClassifier) -> str:
@@ -408,6 +425,16 @@ def _imagenet_name(model: ExpressionClassifier) -> str:
 def _features(model: ExpressionClassifier, dataset: FaceExpressionDataset, device: torch.device) -> FeatureSet:
     data_config = model.data_config
     return extract_features(model.features, dataset, data_config["mean"], data_config["std"], device=device)
+
+
+def _layer_features(model: ExpressionClassifier, dataset: FaceExpressionDataset, device: torch.device,
+                    fit: np.ndarray) -> FeatureSet:
+    """The basic backbone's multi-layer features (:mod:`cfer.core.layers`), standardised on the rows ``fit``."""
+    data_config = model.data_config
+    layers = MultiLayerFeatures(model.backbone).to(device).eval()
+    raw = extract_features(layers.raw, dataset, data_config["mean"], data_config["std"], device=device)
+    layers.fit(raw.features[torch.from_numpy(fit)].to(device))
+    return dataclasses.replace(raw, features=layers.standardise(raw.features.to(device)).cpu())
 
 
 def _episodic(config: EpisodicConfig, data: _Data, seed: int) -> dict[str, Any]:

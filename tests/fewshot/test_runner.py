@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 import cfer.fewshot.runner as runner_module
 from cfer.config import load_config
@@ -20,6 +21,7 @@ from cfer.fewshot import (
     run_fewshot,
 )
 from cfer.models.classifier import ModelConfig
+from cfer.taxonomy import BASIC
 from cfer.training.basic import BasicPhaseConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
@@ -103,6 +105,23 @@ def test_a_part_is_keyed_by_the_resolved_method_settings_defaults_included(finis
     # a default said aloud is the same part; a changed default (or option) is another one
     assert key() == key(shift_weight=0.5) and key()["method_options"]["shift_weight"] == 0.5
     assert key() != key(shift_weight=0.3)
+
+
+def test_compose_reads_multi_layer_features_standardised_on_the_base_images(finished, tmp_path):
+    out, first = finished
+    stored = runner_module._read_cache(out / "features.pt")
+    layers, pooled = stored["backbones"]["layers"], stored["backbones"]["basic"]
+    assert layers["features"].shape[1] > pooled["features"].shape[1] and torch.equal(layers["targets"], pooled["targets"])
+    base = stored["pool"] & (pooled["targets"] < len(BASIC))  # the classes are BASIC, then the compounds
+    rows = layers["features"][base]
+    torch.testing.assert_close(rows.mean(0), torch.zeros(rows.shape[1]), atol=1e-3, rtol=0)
+    assert not torch.allclose(layers["features"][~base].mean(0), torch.zeros(rows.shape[1]), atol=1e-3)
+    config = tiny_config(basic_run=str(out / "basic"), methods=["compose"], paper=PaperProtocolConfig(enabled=False),
+                         episodic=EpisodicConfig(enabled=False),
+                         method_options={"compose": {"features": "pooled"}})
+    on_pooled = run_fewshot(config, tmp_path / "pooled")["fscil"]["methods"]["compose"]["per_shot"]
+    assert "layers" not in runner_module._read_cache(tmp_path / "pooled" / "features.pt")["backbones"]
+    assert on_pooled != first["fscil"]["methods"]["compose"]["per_shot"]
 
 
 def test_reuses_a_basic_run_and_evaluates_on_validation_subjects(finished, tmp_path):
