@@ -41,6 +41,7 @@ class DataConfig:
     subjects: int = 230  # synthetic identities (source "synthetic")
     seed: int = 0  # synthetic dataset seed (source "synthetic")
     samples_per_category: int = 1  # synthetic images per (subject, category) pair
+    compound_deviation: float = 0.0  # synthetic: 0 to 1, how far compounds stray from their prototypical AUs
     cache_dir: str | None = None  # folder for the decoded uint8 tensors; None keeps them in memory only
     variant: str = "aligned"  # RAF-DB / RAF-CE images: "aligned" or "original"
     on_bad_file: OnBadFile = "skip"  # a damaged file: "skip" (left out, listed in skipped.csv) or "error"
@@ -67,6 +68,7 @@ def _synthetic(config: DataConfig, categories: Sequence[str]) -> FaceExpressionD
         seed=config.seed,
         categories=tuple(categories),
         samples_per_category=config.samples_per_category,
+        compound_deviation=config.compound_deviation,
     )
     return SyntheticFaces(synthetic, cache_dir=config.cache_dir)
 

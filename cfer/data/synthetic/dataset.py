@@ -31,10 +31,14 @@ class SyntheticConfig:
     categories: tuple[str, ...] = CATEGORY_NAMES  # category names, in CFEE order by default
     samples_per_category: int = 1  # images of each (subject, category) pair
     first_subject: int = 0  # id of the first subject; held-out sets can start after another set
+    compound_deviation: float = 0.0  # 0 to 1: compounds stray from their prototypical AUs (renderer.deviate_compound)
 
     def cache_name(self) -> str:
         """A file name that changes whenever anything that affects the pixels changes."""
-        digest = hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        fields = asdict(self)
+        if not self.compound_deviation:  # the names of caches written before the setting stay valid
+            del fields["compound_deviation"]
+        digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
         return f"synthetic-{self.size}px-{self.subjects}s-{digest}.pt"
 
 
@@ -100,7 +104,7 @@ class SyntheticFaces(FaceExpressionDataset):
             (len(indices), len(REGIONS), H, W) float32 coverage of each region in
             :data:`cfer.data.synthetic.renderer.REGIONS`.
         """
-        renderer = FaceRenderer(self.config.size, self.config.seed)
+        renderer = FaceRenderer(self.config.size, self.config.seed, self.config.compound_deviation)
         keys = [tuple(int(v) for v in self.keys[i]) for i in indices]
         return renderer.render(keys, regions=True).regions
 
@@ -115,7 +119,7 @@ def _keys(config: SyntheticConfig, categories: tuple[str, ...]) -> list[tuple[in
 
 
 def _render(config: SyntheticConfig, categories: tuple[str, ...], keys: list) -> FaceExpressionDataset:
-    batch = FaceRenderer(config.size, config.seed).render(keys)
+    batch = FaceRenderer(config.size, config.seed, config.compound_deviation).render(keys)
     class_index = {get_category(name).id: position for position, name in enumerate(categories)}
     targets = torch.tensor([class_index[category_id] for _, category_id, _ in keys], dtype=torch.int64)
     names = [categories[int(target)] for target in targets]

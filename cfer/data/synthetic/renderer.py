@@ -120,17 +120,64 @@ def sample_expression(category: Category, traits: SubjectTraits, rng: np.random.
     return np.clip(intensity, 0.0, 1.0).astype(np.float32)
 
 
+def deviate_compound(intensities: np.ndarray, category: Category, traits: SubjectTraits, strength: float,
+                     rng: np.random.Generator) -> np.ndarray:
+    """A subject's own variant of a compound: AUs dropped and added, one component stronger than the other.
+
+    Real compounds are messier than the prototypical AUs of Du et al. (2014). At ``strength`` s:
+
+    * each of the compound's prototypical AUs is dropped with probability 0.3·s (one is always kept);
+    * each AU of a component that the compound does not list fires with probability 0.4·s, and any
+      other AU with probability 0.1·s, at an intensity between 0.2 and 0.8;
+    * one component leans: the AUs only the other one has are scaled by ``1 - 0.7·s·u``, u in [0.3, 1].
+
+    Args:
+        intensities: The drawn intensities, (len(RENDERED_AUS),).
+        category: A compound category (others are returned unchanged).
+        traits: The subject's traits (its expressivity scales the added AUs).
+        strength: s in [0, 1]; 0 changes nothing.
+        rng: Generator seeded by (subject, category) only, so the variant is the subject's.
+
+    Returns:
+        (len(RENDERED_AUS),) float32 intensities in [0, 1].
+    """
+    if strength <= 0 or category.kind != "compound":
+        return intensities
+    out = intensities.astype(np.float64).copy()
+    drop, add, level = rng.uniform(size=(3, len(RENDERED_AUS)))  # fixed-size draws: one stream for every category
+    lean, amount = rng.uniform(), rng.uniform(0.3, 1.0)
+    own = [set(get_category(name).aus) for name in category.components]
+    listed = set(category.aus)
+    for au in (own[1] - own[0]) if lean < 0.5 else (own[0] - own[1]):
+        out[_AU_COLUMN[au]] *= 1.0 - 0.7 * strength * amount
+    dropped = [au for au in category.aus if drop[_AU_COLUMN[au]] < 0.3 * strength]
+    if len(dropped) == len(category.aus):  # keep the strongest
+        dropped.remove(max(category.aus, key=lambda au: out[_AU_COLUMN[au]]))
+    for au in dropped:
+        out[_AU_COLUMN[au]] = 0.0
+    leaks = (own[0] | own[1]) - listed
+    for au in RENDERED_AUS:
+        c = _AU_COLUMN[au]
+        if au not in listed and add[c] < (0.4 if au in leaks else 0.1) * strength:
+            out[c] = max(out[c], (0.2 + 0.6 * level[c]) * traits.expressivity[c])
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
 @lru_cache(maxsize=4096)
 def _subject(seed: int, subject_id: int) -> SubjectTraits:
     return make_subject(seed, subject_id)
 
 
-def _image_params(seed: int, subject_id: int, category: Category, index: int, size: int) -> dict[str, np.ndarray]:
+def _image_params(seed: int, subject_id: int, category: Category, index: int, size: int,
+                  deviation: float = 0.0) -> dict[str, np.ndarray]:
     """Draws everything about one image that is not the subject's: AUs, pose, light, noise."""
     traits = _subject(seed, subject_id)
     # The category id is part of the key so that each (subject, category) pair has its own nuisance.
     rng = np.random.default_rng([seed, subject_id, category.id, index, 0xFACE])
     aus = sample_expression(category, traits, rng)
+    if deviation > 0:  # its own generator: the other draws stay those of the undeviated image
+        variant = np.random.default_rng([seed, subject_id, category.id, 0xDE7A])
+        aus = deviate_compound(aus, category, traits, deviation, variant)
     # One vector draw for the scalars, mapped onto their ranges, is several times cheaper than one
     # generator call each.
     (roll, yaw, scale, shift_x, shift_y, brightness, light_angle, light_strength, blur,
@@ -164,6 +211,8 @@ class FaceRenderer:
     Args:
         size: Side of the square images in pixels (32 to 224 are supported).
         seed: Dataset seed; subjects and images are functions of it.
+        compound_deviation: How far compounds stray from their prototypical AUs, in [0, 1]
+            (:func:`deviate_compound`); 0 draws exactly them.
 
     Example:
         >>> renderer = FaceRenderer(size=64, seed=0)
@@ -172,11 +221,14 @@ class FaceRenderer:
         (2, 3, 64, 64)
     """
 
-    def __init__(self, size: int = 64, seed: int = 0) -> None:
+    def __init__(self, size: int = 64, seed: int = 0, compound_deviation: float = 0.0) -> None:
         if not 16 <= size <= 512:
             raise ValueError(f"size must be between 16 and 512 pixels, got {size}")
+        if not 0.0 <= compound_deviation <= 1.0:
+            raise ValueError(f"compound_deviation must be between 0 and 1, got {compound_deviation}")
         self.size = size
         self.seed = seed
+        self.compound_deviation = compound_deviation
         centres = ((np.arange(size, dtype=np.float32) + 0.5) / size) * 2.0 - 1.0
         self._grid_x = centres[None, None, :]
         self._grid_y = centres[None, :, None]
@@ -237,7 +289,8 @@ class FaceRenderer:
         self, keys: Sequence[tuple[int, int | str, int]], with_regions: bool, au_override: np.ndarray | None
     ) -> RenderedBatch:
         traits = [self.subject(int(s)) for s, _, _ in keys]
-        images = [_image_params(self.seed, int(s), get_category(c), int(i), self.size) for s, c, i in keys]
+        images = [_image_params(self.seed, int(s), get_category(c), int(i), self.size, self.compound_deviation)
+                  for s, c, i in keys]
         face = _stack_traits(traits)
         img = _stack_images(images)
         aus = np.stack([p["aus"] for p in images]) if au_override is None else au_override
