@@ -43,7 +43,7 @@ def features_of(model: torch.nn.Module, images: torch.Tensor, layers: str, fit: 
     """Features ``(N, D)`` of uint8 images ``(N, 3, H, W)``: standardised on the rows ``fit`` unless 'none'."""
     config = model.data_config
     mean, std = torch.tensor(config["mean"]).view(1, 3, 1, 1), torch.tensor(config["std"]).view(1, 3, 1, 1)
-    extractor = MultiLayerFeatures(model.backbone, [spec for spec in layers.split(",") if spec])
+    extractor = MultiLayerFeatures(model.backbone, [spec for spec in layers.split(",") if spec and layers != "none"])
     raw = torch.cat([extractor.raw((images[s:s + 256].float() / 255 - mean) / std)
                      for s in range(0, len(images), 256)])
     if layers == "none":

@@ -303,7 +303,7 @@ def _build_statistics_head(kind: Literal["ncm", "ranpac"]) -> Builder:
     ) -> SupervisedTemplate:
         backbone, dim = model.backbone, feature_dim_of(model)
         if getattr(config, "layers", ()):
-            backbone = MultiLayerFeatures(model.backbone, config.layers)
+            backbone = MultiLayerFeatures(model.backbone, config.layers, memoize=True)  # frozen: each image once
             dim = backbone.dim
         if kind == "ncm":
             head: ClassMeans | RandomProjectionRidge = ClassMeans(dim)

@@ -8,6 +8,10 @@ concatenates the pooled output with inner modules' maps average-pooled to a smal
 with statistics fitted once, on the first data it sees (the basic classes' training images), so
 that no group outweighs the others by its scale.
 
+With ``memoize=True`` each distinct input's features are computed once: the backbone is frozen, and
+a class-incremental stream shows the same test images after every step, so later steps cost a hash
+of each image instead of a pass through the backbone.
+
 Layers are named ``'module.path:grid'``; a negative index counts from the end of a module list, so
 the default ``('blocks.-3:4', 'blocks.-2:2', 'blocks.-1:2')`` is the last three block stages of
 any timm EfficientNet.
@@ -15,6 +19,7 @@ any timm EfficientNet.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import torch
@@ -70,13 +75,19 @@ class MultiLayerFeatures(nn.Module):
             its modules at ``layers`` give maps ``(batch, channels, h, w)``. Never trained here.
         layers: ``'module.path:grid'`` per inner module (see :func:`parse_layer`).
         probe_size: Side of the blank image passed once to learn each module's channel count.
+        memoize: Keep each distinct input's raw features (keyed by a hash of its values; one row of
+            ``dim`` floats per image seen) and serve them again. Rows computed in a batch of one are
+            not kept: CPU kernels give a lone sample other last bits than a batch does.
 
     Attributes:
         dim: Size of the output, ``feature_dim + Σ channels · grid²``.
     """
 
-    def __init__(self, backbone: nn.Module, layers: Sequence[str] = DEFAULT_LAYERS, probe_size: int = 64) -> None:
+    def __init__(self, backbone: nn.Module, layers: Sequence[str] = DEFAULT_LAYERS, probe_size: int = 64,
+                 memoize: bool = False) -> None:
         super().__init__()
+        self.memoize = memoize
+        self._memo: dict[bytes, Tensor] = {}
         self.backbone = backbone
         self.layers = tuple(parse_layer(spec) for spec in layers)
         self._modules_at = [resolve_module(backbone, path) for path, _ in self.layers]
@@ -119,4 +130,15 @@ class MultiLayerFeatures(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """Standardised features ``(batch, dim)`` of normalised images ``(batch, 3, H, W)``."""
-        return self.standardise(self.raw(images))
+        return self.standardise(self._memoized(images) if self.memoize else self.raw(images))
+
+    @torch.no_grad()
+    def _memoized(self, images: Tensor) -> Tensor:
+        """Raw features, from the memo where an image was seen; a batch with any unseen image is computed whole."""
+        keys = [hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest() for row in images.detach().cpu()]
+        if all(key in self._memo for key in keys):
+            return torch.stack([self._memo[key] for key in keys]).to(images.device)
+        raw = self.raw(images)
+        if len(images) > 1:
+            self._memo.update(zip(keys, raw.detach()))
+        return raw

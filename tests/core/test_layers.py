@@ -66,3 +66,22 @@ def test_unknown_module_lists_the_children() -> None:
         resolve_module(net, "layer3")
     with pytest.raises(ValueError, match="no module '5'"):
         resolve_module(net, "blocks.5")
+
+
+def test_the_memo_serves_seen_images_without_the_backbone() -> None:
+    torch.manual_seed(0)
+    net = _Net()
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    features = MultiLayerFeatures(net, ["blocks.0:2"], memoize=True)
+    calls.clear()  # the probe
+    images = torch.randn(4, 3, 8, 8)
+    first = features(images)
+    again = features(images[[2, 0]])  # seen images, in another batch
+    assert len(calls) == 1
+    torch.testing.assert_close(again, first[[2, 0]], rtol=0, atol=0)
+    features(torch.randn(1, 3, 8, 8))  # a batch of one is computed but not kept
+    assert len(features._memo) == 4 and len(calls) == 2
+    mixed = torch.cat([images[:1], torch.randn(1, 3, 8, 8)])
+    torch.testing.assert_close(features(mixed)[0], first[0])  # computed whole, as a batch
+    assert len(calls) == 3
