@@ -53,7 +53,7 @@ def _local(targets: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate(stored: dict[str, Any], intensities: torch.Tensor | None = None,
-             au_ids: tuple[int, ...] = ()) -> dict[str, Any]:
+             au_ids: tuple[int, ...] = (), backbone: str = "basic") -> dict[str, Any]:
     """Zero-shot accuracies of every prior on validation and held-out subjects.
 
     Args:
@@ -61,8 +61,11 @@ def evaluate(stored: dict[str, Any], intensities: torch.Tensor | None = None,
         intensities: The images' AU intensities, shape ``(N, A)``, in the features' order; without
             them the AU prior is not scored.
         au_ids: The AU number of each column.
+        backbone: Which of its feature sets: ``basic`` (pooled) or ``layers`` (multi-layer, when a method read them).
     """
-    fields = stored["backbones"]["basic"]
+    if backbone not in stored["backbones"]:
+        raise SystemExit(f"the features file has no {backbone!r} features: run `cfer fewshot` with compose first")
+    fields = stored["backbones"][backbone]
     features, targets, classes = fields["features"].float(), fields["targets"], list(fields["classes"])
     basic = [c for c in BASIC if c in classes]
     compounds = list(stored["compounds"])
@@ -129,12 +132,14 @@ def _intensities(features_path: Path, stored: dict[str, Any]) -> tuple[torch.Ten
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", type=Path, required=True, help="features.pt of a `cfer fewshot` run")
+    parser.add_argument("--backbone", choices=["basic", "layers"], default="basic",
+                        help="the pooled features (basic) or the multi-layer ones that compose reads (layers)")
     parser.add_argument("--out", type=Path, default=None, help="write the results here as JSON")
     args = parser.parse_args()
     if not args.features.is_file():
         parser.error(f"{args.features} not found: run `cfer fewshot --out DIR` first and pass DIR/features.pt")
     stored = load_torch_file(args.features, "run `cfer fewshot` again to rewrite it")
-    result = evaluate(stored, *_intensities(args.features, stored))
+    result = evaluate(stored, *_intensities(args.features, stored), backbone=args.backbone)
     print(f"zero-shot compound accuracy, chance {result['chance']:.3f}; images {result['images']}")
     print("strength centered validation held_out")
     for row in result["rows"]:

@@ -104,15 +104,15 @@ class MultiLayerFeatures(nn.Module):
 
     def raw(self, images: Tensor) -> Tensor:
         """Unstandardised features ``(batch, dim)`` of normalised images ``(batch, 3, H, W)``."""
-        maps: list[Tensor] = []
-        handles = [module.register_forward_hook(lambda _m, _i, output: maps.append(output))
-                   for module in self._modules_at]
+        maps: dict[int, Tensor] = {}  # by position in `layers`, whatever order the backbone runs them in
+        handles = [module.register_forward_hook(lambda _m, _i, output, k=k: maps.__setitem__(k, output))
+                   for k, module in enumerate(self._modules_at)]
         try:
             pooled = self.backbone(images)
         finally:
             for handle in handles:
                 handle.remove()
-        grids = [F.adaptive_avg_pool2d(fmap, grid).flatten(1) for fmap, (_, grid) in zip(maps, self.layers)]
+        grids = [F.adaptive_avg_pool2d(maps[k], grid).flatten(1) for k, (_, grid) in enumerate(self.layers)]
         return torch.cat([pooled.flatten(1), *grids], 1)
 
     @torch.no_grad()

@@ -85,3 +85,11 @@ def test_the_memo_serves_seen_images_without_the_backbone() -> None:
     mixed = torch.cat([images[:1], torch.randn(1, 3, 8, 8)])
     torch.testing.assert_close(features(mixed)[0], first[0])  # computed whole, as a batch
     assert len(calls) == 3
+
+
+def test_layers_keep_the_order_they_are_named_in() -> None:
+    torch.manual_seed(0)
+    net, images = _Net(), torch.randn(2, 3, 8, 8)
+    forward = MultiLayerFeatures(net, ["blocks.0:1", "blocks.1:1"]).raw(images)
+    backward = MultiLayerFeatures(net, ["blocks.1:1", "blocks.0:1"]).raw(images)
+    torch.testing.assert_close(backward, torch.cat([forward[:, :3], forward[:, 5:], forward[:, 3:5]], 1))
