@@ -166,6 +166,10 @@ def check_resumable(config: Any, out_dir: str | Path, may_change: Sequence[str] 
     if not saved.exists():
         return
     previous = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    try:  # a key added to the settings since the run started has its default there
+        previous = _merged(config_to_dict(type(config)()), previous)
+    except TypeError:  # settings without defaults: compare as written
+        pass
     current = config_to_dict(config)
     differing = sorted(
         key for key in set(previous) | set(current) if key not in may_change and previous.get(key) != current.get(key)
@@ -175,6 +179,15 @@ def check_resumable(config: Any, out_dir: str | Path, may_change: Sequence[str] 
             f"{out_dir} holds a run with different settings ({', '.join(differing)}); "
             f"use another --out, or delete {out_dir} to start over"
         )
+
+
+def _merged(defaults: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` over ``defaults``, nested mappings merged key by key."""
+    merged = dict(defaults)
+    for key, value in saved.items():
+        merged[key] = (_merged(defaults[key], value) if isinstance(value, dict) and isinstance(defaults.get(key), dict)
+                       else value)
+    return merged
 
 
 # --- reading sources ---------------------------------------------------------

@@ -16,6 +16,7 @@ from cfer.config import (
     config_from_dict,
     config_to_dict,
     load_config,
+    check_resumable,
     save_config,
 )
 
@@ -264,3 +265,17 @@ def test_shipped_presets_load(name: str, dataclass_path: str) -> None:
     config = load_config(getattr(importlib.import_module(module), attribute),
                          Path(__file__).parents[1] / "configs" / name)
     assert config is not None
+
+
+def test_a_run_started_before_a_setting_existed_resumes_with_its_default(tmp_path: Path) -> None:
+    from cfer.fewshot import FewShotConfig
+
+    config = FewShotConfig()
+    save_config(config, tmp_path / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del saved["data"]["compound_deviation"], saved["basic"]["data"]["compound_deviation"]  # an older version's file
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    check_resumable(config, tmp_path)  # the missing keys take their defaults
+    changed = dataclasses.replace(config, data=dataclasses.replace(config.data, compound_deviation=0.5))
+    with pytest.raises(ValueError, match=r"different settings \(data\)"):
+        check_resumable(changed, tmp_path)
