@@ -7,6 +7,7 @@ functions that need it, so that the main install imports without it.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata
 import re
 import sys
@@ -54,8 +55,14 @@ def _trees() -> dict[Path, ast.Module]:
             for path in [*ROOT.glob("cfer/**/*.py"), *ROOT.glob("strategies/**/*.py")]}
 
 
+@functools.lru_cache(maxsize=None)
+def _distributions() -> dict[str, list[str]]:
+    """Top-level module -> the distributions providing it; scanning them takes seconds, so once per session."""
+    return importlib.metadata.packages_distributions()
+
+
 def _providers(module: str) -> set[str]:
-    return {_canonical(name) for name in importlib.metadata.packages_distributions().get(module, [module])}
+    return {_canonical(name) for name in _distributions().get(module, [module])}
 
 
 def test_every_imported_package_is_declared() -> None:
