@@ -28,7 +28,9 @@ from cfer.config import load_config
 from cfer.continual import IncrementalConfig
 from cfer.core.layers import MultiLayerFeatures
 from cfer.core.prototypes import RandomProjectionRidge
+from cfer.data.dataset import FaceExpressionDataset
 from cfer.data.sources import load_dataset
+from cfer.fewshot.features import extract_features
 from cfer.fewshot.runner import _subject_masks
 from cfer.io import write_json
 from cfer.taxonomy import BASIC, COMPOUND
@@ -39,13 +41,11 @@ CANDIDATES = ["none", "", "blocks.-3:1,blocks.-2:1,blocks.-1:1", "blocks.-3:2,bl
 
 
 @torch.no_grad()
-def features_of(model: torch.nn.Module, images: torch.Tensor, layers: str, fit: torch.Tensor) -> torch.Tensor:
-    """Features ``(N, D)`` of uint8 images ``(N, 3, H, W)``: standardised on the rows ``fit`` unless 'none'."""
+def features_of(model: torch.nn.Module, dataset: FaceExpressionDataset, layers: str, fit: torch.Tensor) -> torch.Tensor:
+    """Features ``(N, D)`` of the dataset's images: standardised on the rows ``fit`` unless 'none'."""
     config = model.data_config
-    mean, std = torch.tensor(config["mean"]).view(1, 3, 1, 1), torch.tensor(config["std"]).view(1, 3, 1, 1)
     extractor = MultiLayerFeatures(model.backbone, [spec for spec in layers.split(",") if spec and layers != "none"])
-    raw = torch.cat([extractor.raw((images[s:s + 256].float() / 255 - mean) / std)
-                     for s in range(0, len(images), 256)])
+    raw = extract_features(extractor.raw, dataset, config["mean"], config["std"]).features
     if layers == "none":
         return raw
     extractor.fit(raw[fit])
@@ -87,7 +87,7 @@ def main() -> None:
     orders = [[len(BASIC) + int(i) for i in rng.permutation(len(COMPOUND))] for _ in range(args.orders)]
     results = {}
     for layers in tqdm(args.candidates, desc="candidates"):
-        x = features_of(model, dataset.images, layers, train & (y < len(BASIC)))
+        x = features_of(model, dataset, layers, train & (y < len(BASIC)))
         overall, final = np.mean([stream(x, y, train, validation, order) for order in orders], 0)
         results[layers or "(pooled, standardised)"] = {"overall_accuracy": overall, "final_accuracy": final,
                                                        "dim": x.shape[1]}
