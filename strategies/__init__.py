@@ -31,6 +31,7 @@ from strategies.registry import (
     Strategy,
     StrategySpec,
     create_strategy,
+    hooked_modules,
     make_config,
     trained_model,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "TrainingThroughputPlugin",
     "ValidationEarlyStoppingPlugin",
     "create_strategy",
+    "hooked_modules",
     "make_config",
     "seed_everything",
     "trained_model",

@@ -37,7 +37,7 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 from torch.optim import Optimizer
 
-from cfer.core.layers import DEFAULT_LAYERS, MultiLayerFeatures
+from cfer.core.layers import DEFAULT_LAYERS, MultiLayerFeatures, parse_layer
 from cfer.core.prototypes import ClassMeans, RandomProjectionRidge
 from cfer.core.sorting import Score
 from cfer.registry import Registry
@@ -80,6 +80,7 @@ __all__ = [
     "Strategy",
     "StrategySpec",
     "create_strategy",
+    "hooked_modules",
     "make_config",
     "trained_model",
 ]
@@ -175,6 +176,8 @@ class StrategySpec:
     early_stops: bool = True  # validation early stopping applies to its steps
     scenario: Literal["stream", "legacy"] = "stream"  # 'legacy': Avalanche's deprecated nc_benchmark
     trunk_inputs: bool = True  # it may train on cached frozen-trunk activations instead of images
+    # the backbone modules it hooks, from its config: a cached trunk is cut before them
+    hooked_modules: Callable[[Any], tuple[str, ...]] | None = None
     exports_model: bool = True  # its final model is a checkpoint of the classifier (not a statistics head)
     keeps_regression: bool = True  # its loss may take the valence/arousal term (the model it trains is the regressor's)
     reference_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # config under --protocol reference
@@ -203,6 +206,17 @@ def make_config(config_type: type, values: dict[str, Any]) -> Any:
             f"unknown option(s) {unknown} for {config_type.__name__}; valid: {sorted(valid)}"
         )
     return config_type(**values)
+
+
+def hooked_modules(name: str, options: dict[str, Any]) -> tuple[str, ...]:
+    """The backbone modules strategy ``name`` hooks with these config fields (empty for most).
+
+    A run that caches a frozen trunk cuts it before them, so that they run on the cached activations.
+    """
+    spec = STRATEGIES[name]
+    if spec.hooked_modules is None:
+        return ()
+    return spec.hooked_modules(make_config(spec.config_type, {**spec.defaults, **options}))
 
 
 def trained_model(strategy: SupervisedTemplate, model: nn.Module) -> nn.Module:
@@ -382,7 +396,7 @@ STRATEGIES.register("ranpac", StrategySpec(
     exports_model=False, description="RanPAC: random ReLU projection and a ridge head on frozen features"))
 STRATEGIES.register("ranpac-layers", StrategySpec(
     _build_statistics_head("ranpac"), LayersRanPACConfig, early_stops=False, state=STATISTICS_HEAD_STATE,
-    exports_model=False, trunk_inputs=False,  # it reads inner blocks, which a cached trunk would skip
+    exports_model=False, hooked_modules=lambda config: tuple(parse_layer(layer)[0] for layer in config.layers),
     description="RanPAC on the pooled features and the last three block stages' maps on coarse grids, "
                 "standardised on the basic classes"))
 STRATEGIES.register("naive", StrategySpec(

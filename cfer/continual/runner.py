@@ -61,6 +61,7 @@ from cfer.core.trunk import (
     TailClassifier,
     cache_decision,
     split_backbone,
+    split_holding,
 )
 from cfer.data.dataset import FaceExpressionDataset, concat_datasets
 from cfer.data.reading import write_skipped
@@ -83,6 +84,7 @@ from strategies import (
     TrainingThroughputPlugin,
     ValidationEarlyStoppingPlugin,
     create_strategy,
+    hooked_modules,
     seed_everything,
     trained_model,
 )
@@ -157,6 +159,8 @@ class IncrementalSession:
     split: BackboneSplit | None  # where the backbone is cut for the feature cache
     cache: FeatureCache | None  # the frozen trunk's activations of every image
     facts: SessionFacts
+    # earlier cuts, by trainable block groups, with their activations, for strategies that hook modules in the trunk
+    cuts: dict[int, tuple[BackboneSplit, FeatureCache]] = dataclasses.field(default_factory=dict)
 
 
 def check_session(config: IncrementalConfig, out_dir: str | Path) -> Path:
@@ -240,17 +244,38 @@ def run_in_session(session: IncrementalSession, config: IncrementalConfig, out_d
         The run's result (see :func:`run_stream`).
     """
     order = compound_orders(config, session.facts.compounds)[order_index]
-    cached = session.cache is not None and STRATEGIES[name].trunk_inputs
-    benchmarks = {} if benchmarks is None else benchmarks
-    if cached not in benchmarks:
-        data_config = session.basic_model.data_config
-        benchmarks[cached] = build_benchmark(session.dataset, session.basic_names, order, session.splits,
-                                             data_config["mean"], data_config["std"], config.augment,
-                                             session.cache if cached else None)
     device = resolve_device(config.device)
-    return run_stream(name, benchmarks[cached], session.basic_model.to(device), config,
-                      run_directory(out_dir, name, order_index), device, config.seed * 1000 + order_index,
-                      session.split if cached else None)
+    split, cache = _strategy_cut(session, config, name, device)
+    key = None if split is None else split.trainable_blocks
+    benchmarks = {} if benchmarks is None else benchmarks
+    if key not in benchmarks:
+        data_config = session.basic_model.data_config
+        benchmarks[key] = build_benchmark(session.dataset, session.basic_names, order, session.splits,
+                                          data_config["mean"], data_config["std"], config.augment, cache)
+    return run_stream(name, benchmarks[key], session.basic_model.to(device), config,
+                      run_directory(out_dir, name, order_index), device, config.seed * 1000 + order_index, split)
+
+
+def _strategy_cut(session: IncrementalSession, config: IncrementalConfig, name: str, device: torch.device
+                  ) -> tuple[BackboneSplit | None, FeatureCache | None]:
+    """Where strategy ``name`` reads the backbone: the session's cached cut, an earlier one, or the images (Nones).
+
+    A strategy that hooks modules inside the session's trunk (``ranpac-layers``) gets the latest cut
+    whose tail holds them, with its own activations of every image, computed once per session.
+    """
+    if session.cache is None or session.split is None or not STRATEGIES[name].trunk_inputs:
+        return None, None
+    modules = hooked_modules(name, _configured_options(name, STRATEGIES[name], config))
+    if all(session.split.tail.holds(path) for path in modules):
+        return session.split, session.cache
+    preprocess = _eval_preprocess(config, session.basic_model)
+    example = preprocess(session.dataset.images[:2]).to(device)
+    split = split_holding(session.basic_model.to(device).backbone, config.trainable_blocks, example, modules)
+    if split.trainable_blocks not in session.cuts:
+        cache = _build_cache(config, split, session.dataset, preprocess, device)
+        logger.info("%s hooks %s: %s; %s", name, ", ".join(modules), split.describe(), cache.describe())
+        session.cuts[split.trainable_blocks] = (split, cache)
+    return session.cuts[split.trainable_blocks]
 
 
 def report_session(config: IncrementalConfig, out_dir: str | Path, facts: SessionFacts,
@@ -383,8 +408,7 @@ def _feature_cache(
 ) -> tuple[BackboneSplit | None, FeatureCache | None, dict[str, Any]]:
     """The backbone's cut and its trunk's activations of every image (or Nones), and what was decided, why."""
     cached, reason = cache_decision(config.feature_cache, config.augment.enabled)
-    mean, std = basic_model.data_config["mean"], basic_model.data_config["std"]
-    _, preprocess = make_transforms(mean, std, config.augment)
+    preprocess = _eval_preprocess(config, basic_model)
     try:
         example = preprocess(dataset.images[:2]).to(device)
         split = split_backbone(basic_model.backbone, config.trainable_blocks, example) if cached else None
@@ -395,12 +419,23 @@ def _feature_cache(
     if split is None:
         logger.info("feature cache off: %s", reason)
         return None, None, {"used": False, "reason": reason}
-    dtype = torch.float16 if config.feature_cache.dtype == "float16" else torch.float32
-    cache = FeatureCache.build(split, dataset.images, preprocess, repr(preprocess), config.eval_batch_size, device,
-                               dtype, config.feature_cache.directory)
+    cache = _build_cache(config, split, dataset, preprocess, device)
     logger.info("feature cache on (%s): %s; %s", reason, split.describe(), cache.describe())
     return split, cache, {"used": True, "reason": reason, "cut": split.describe(), "activations": cache.describe(),
                           "bytes": cache.nbytes}
+
+
+def _eval_preprocess(config: IncrementalConfig, basic_model: torch.nn.Module) -> Any:
+    """The basic model's evaluation transform: uint8 images ``(batch, 3, H, W)`` to its normalised input."""
+    return make_transforms(basic_model.data_config["mean"], basic_model.data_config["std"], config.augment)[1]
+
+
+def _build_cache(config: IncrementalConfig, split: BackboneSplit, dataset: Any, preprocess: Any,
+                 device: torch.device) -> FeatureCache:
+    """The trunk's activations of every image of ``dataset``, as ``config.feature_cache`` says to keep them."""
+    dtype = torch.float16 if config.feature_cache.dtype == "float16" else torch.float32
+    return FeatureCache.build(split, dataset.images, preprocess, repr(preprocess), config.eval_batch_size, device,
+                              dtype, config.feature_cache.directory)
 
 
 def _student(model: torch.nn.Module, split: BackboneSplit | None) -> torch.nn.Module:
@@ -500,11 +535,16 @@ def _early_stopping(
 def _strategy_options(
     name: str, spec: StrategySpec, benchmark: IncrementalBenchmark, config: IncrementalConfig
 ) -> dict[str, Any]:
-    reference = spec.reference_options if config.protocol == "reference" else {}
-    options = {**reference, **config.strategy_options.get(name, {})}
+    options = _configured_options(name, spec, config)
     if spec.needs_total_classes:
         options.setdefault("total_num_classes", len(benchmark.classes))
     return options
+
+
+def _configured_options(name: str, spec: StrategySpec, config: IncrementalConfig) -> dict[str, Any]:
+    """The strategy's config fields that the run's settings give: its protocol's, then the user's."""
+    reference = spec.reference_options if config.protocol == "reference" else {}
+    return {**reference, **config.strategy_options.get(name, {})}
 
 
 def _run_experience(

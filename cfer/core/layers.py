@@ -48,9 +48,14 @@ def parse_layer(spec: str) -> tuple[str, int]:
 def resolve_module(root: nn.Module, path: str) -> nn.Module:
     """The submodule at a dotted path; an integer part indexes a module list (negative from its end).
 
+    A root with a ``submodule(path)`` method (the tail of a backbone cut for a feature cache,
+    :func:`cfer.core.trunk.split_backbone`) resolves the backbone's paths itself.
+
     Raises:
         ValueError: If a part names no child; the message lists the children there.
     """
+    if callable(getattr(root, "submodule", None)):
+        return root.submodule(path)
     module = root
     for part in path.split("."):
         children = dict(module.named_children())
@@ -74,7 +79,8 @@ class MultiLayerFeatures(nn.Module):
         backbone: Maps normalised images ``(batch, 3, H, W)`` to pooled features ``(batch, feature_dim)``;
             its modules at ``layers`` give maps ``(batch, channels, h, w)``. Never trained here.
         layers: ``'module.path:grid'`` per inner module (see :func:`parse_layer`).
-        probe_size: Side of the blank image passed once to learn each module's channel count.
+        probe_size: Side of the blank image passed once to learn each module's channel count, unless
+            ``backbone`` has an ``input_shape`` (the tail of a cut backbone reads activations).
         memoize: Keep each distinct input's raw features (keyed by a hash of its values; one row of
             ``dim`` floats per image seen) and serve them again. Rows computed in a batch of one are
             not kept: CPU kernels give a lone sample other last bits than a batch does.
@@ -95,7 +101,8 @@ class MultiLayerFeatures(nn.Module):
             mode = backbone.training
             backbone.eval()
             parameter = next(backbone.parameters(), None)
-            probe = torch.zeros(1, 3, probe_size, probe_size, device=None if parameter is None else parameter.device)
+            shape = getattr(backbone, "input_shape", None) or (3, probe_size, probe_size)
+            probe = torch.zeros(1, *shape, device=None if parameter is None else parameter.device)
             self.dim = self.raw(probe).shape[1]
             backbone.train(mode)
         self.register_buffer("mean", torch.zeros(self.dim))

@@ -41,6 +41,7 @@ __all__ = [
     "fingerprint",
     "split_at_frozen",
     "split_backbone",
+    "split_holding",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,18 +65,63 @@ def block_groups(backbone: nn.Module) -> list[list[str]]:
 
 
 class _Chain(nn.Module):
-    """Modules applied one after the other, kept under their dotted names (``blocks.5``)."""
+    """Modules applied one after the other, kept under their dotted names (``blocks.5``).
 
-    def __init__(self, units: Sequence[tuple[str, nn.Module]], training: bool = True) -> None:
+    :meth:`submodule` finds a module by its path in the backbone the chain was cut from
+    (``blocks.-2`` included), so code that hooks a backbone's module finds it in the chain too.
+    """
+
+    def __init__(self, units: Sequence[tuple[str, nn.Module]], training: bool = True,
+                 lengths: dict[str, int] | None = None, input_shape: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.names = tuple(name for name, _ in units)
         self.units = nn.ModuleList(module for _, module in units)
         self.training = training  # the mode of the backbone it was cut from; its units keep theirs
+        self.lengths = dict(lengths or {})  # the backbone's module lists by path, for negative indices
+        self.input_shape = input_shape  # (C, H, W) of one input, where known
 
     def forward(self, x: Tensor) -> Tensor:
         for unit in self.units:
             x = unit(x)
         return x
+
+    def submodule(self, path: str) -> nn.Module:
+        """The module at ``path`` in the backbone (a negative index counts from the end of a module list).
+
+        Raises:
+            ValueError: If the chain does not hold that module (it lies before the cut, or nowhere).
+        """
+        parts = path.split(".")
+        for i, part in enumerate(parts):
+            length = self.lengths.get(".".join(parts[:i]))
+            if length is not None and part.startswith("-") and part[1:].isdigit() and int(part) >= -length:
+                parts[i] = str(length + int(part))
+        absolute = ".".join(parts)
+        for name, unit in zip(self.names, self.units):
+            if absolute == name:
+                return unit
+            if absolute.startswith(name + "."):
+                try:
+                    return unit.get_submodule(absolute[len(name) + 1:])
+                except AttributeError:
+                    break
+        span = f"{self.names[0]} to {self.names[-1]}" if self.names else "nothing"
+        raise ValueError(f"module {path!r} is not in this part of the backbone ({span}); a cut earlier in the "
+                         "backbone, or a module path of this backbone, is needed")
+
+    def holds(self, path: str) -> bool:
+        """Whether :meth:`submodule` finds ``path`` here."""
+        try:
+            self.submodule(path)
+        except ValueError:
+            return False
+        return True
+
+
+def _module_lists(backbone: nn.Module) -> dict[str, int]:
+    """The length of every module list or sequence of a backbone, by its dotted path."""
+    return {name: len(module) for name, module in backbone.named_modules()
+            if name and isinstance(module, (nn.Sequential, nn.ModuleList))}
 
 
 @dataclass(frozen=True)
@@ -97,11 +143,13 @@ class BackboneSplit:
         Returns:
             A split sharing ``backbone``'s modules.
         """
-        def chain(names: tuple[str, ...]) -> _Chain:
-            return _Chain([(name, backbone.get_submodule(name)) for name in names], backbone.training)
+        lengths = _module_lists(backbone)
 
-        return BackboneSplit(chain(self.trunk_units), chain(self.tail_units), self.trunk_units, self.tail_units,
-                             self.trainable_blocks)
+        def chain(names: tuple[str, ...], shape: tuple[int, ...] | None) -> _Chain:
+            return _Chain([(name, backbone.get_submodule(name)) for name in names], backbone.training, lengths, shape)
+
+        return BackboneSplit(chain(self.trunk_units, self.trunk.input_shape), chain(self.tail_units, self.tail.input_shape),
+                             self.trunk_units, self.tail_units, self.trainable_blocks)
 
     def describe(self) -> str:
         """Where the cut is, for the log."""
@@ -165,11 +213,39 @@ def split_backbone(backbone: nn.Module, trainable_blocks: int, example: Tensor) 
     first_trainable = len(groups) - trainable_blocks
     cut = next((i for i, (name, _) in enumerate(units) if _groups_under(name, group_of, backbone)
                 and min(_groups_under(name, group_of, backbone)) >= first_trainable), len(units))
-    mode = backbone.training
-    split = BackboneSplit(_Chain(units[:cut], mode), _Chain(units[cut:], mode), tuple(n for n, _ in units[:cut]),
-                          tuple(n for n, _ in units[cut:]), trainable_blocks)
-    _check_chain(backbone, split, example)
+    mode, lengths = backbone.training, _module_lists(backbone)
+    split = BackboneSplit(_Chain(units[:cut], mode, lengths, tuple(example.shape[1:])), _Chain(units[cut:], mode, lengths),
+                          tuple(n for n, _ in units[:cut]), tuple(n for n, _ in units[cut:]), trainable_blocks)
+    split.tail.input_shape = _check_chain(backbone, split, example)
     return split
+
+
+def split_holding(backbone: nn.Module, trainable_blocks: int, example: Tensor, modules: Sequence[str]) -> BackboneSplit:
+    """The cut before the last ``trainable_blocks`` block groups, or the nearest earlier one whose tail holds ``modules``.
+
+    A frozen head that hooks inner modules (:class:`cfer.core.layers.MultiLayerFeatures`) reads them
+    from cached activations only if they run after the cut.
+
+    Args:
+        backbone: timm model built with ``num_classes=0``.
+        trainable_blocks: The cut at least as late as this (see :func:`split_backbone`).
+        example: A batch of normalised images ``(batch, 3, H, W)``.
+        modules: Dotted module paths of ``backbone`` (a negative index counts from the end of a list).
+
+    Returns:
+        The latest such split.
+
+    Raises:
+        ValueError: If the backbone cannot be split, or a path names no module of it.
+    """
+    groups = len(block_groups(backbone))
+    for blocks in range(min(max(trainable_blocks, 0), groups), groups + 1):
+        split = split_backbone(backbone, blocks, example)
+        if all(split.tail.holds(path) for path in modules):
+            return split
+    missing = [path for path in modules if not split.tail.holds(path)]
+    raise ValueError(f"{type(backbone).__name__} has no module {missing[0]!r} that runs in order; name a module "
+                     f"of its chain ({', '.join(split.tail_units)})")
 
 
 def split_at_frozen(backbone: nn.Module, example: Tensor) -> BackboneSplit:
@@ -234,12 +310,14 @@ def _called_in_order(backbone: nn.Module, units: list[tuple[str, nn.Module]], ex
 
 
 @torch.no_grad()
-def _check_chain(backbone: nn.Module, split: BackboneSplit, example: Tensor) -> None:
+def _check_chain(backbone: nn.Module, split: BackboneSplit, example: Tensor) -> tuple[int, ...]:
+    """Checks that trunk then tail computes the backbone; returns the shape of one trunk output."""
     was_training = backbone.training
     backbone.eval()
     try:
         expected = backbone(example)
-        actual = split.tail(split.trunk(example))
+        middle = split.trunk(example)
+        actual = split.tail(middle)
     finally:
         backbone.train(was_training)
     if actual.shape != expected.shape or not torch.equal(actual, expected):
@@ -248,6 +326,7 @@ def _check_chain(backbone: nn.Module, split: BackboneSplit, example: Tensor) -> 
             f"({', '.join(split.trunk_units + split.tail_units)}), so its frozen trunk cannot be cached; "
             "set feature_cache.mode=never"
         )
+    return tuple(middle.shape[1:])
 
 
 class TailClassifier(nn.Module):

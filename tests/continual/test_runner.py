@@ -193,3 +193,16 @@ def test_the_feature_cache_changes_no_result(full_run: tuple[Path, dict], tmp_pa
     assert not uncached["feature_cache"]["used"] and "never" in uncached["feature_cache"]["reason"]
     expected = _step_metrics(full_summary)
     assert _step_metrics(uncached) == {name: expected[name] for name in names}
+
+
+def test_a_strategy_that_hooks_trunk_modules_reads_them_from_a_cache_cut_before_them(
+    full_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    full_out, full_summary = full_run
+    assert "ranpac-layers" in full_summary["strategies"]  # ran on the cache, cut before the blocks it hooks
+    shutil.copytree(full_out / "basic", tmp_path / "basic")
+    on_images = TINY + ["strategies=[ranpac-layers]", "feature_cache.mode=never"]
+    summary = run_incremental(load_config(IncrementalConfig, overrides=on_images), tmp_path)
+    cached, uncached = (s["strategies"]["ranpac-layers"]["runs"][0] for s in (full_summary, summary))
+    assert summary["feature_cache"]["used"] is False and full_summary["feature_cache"]["used"] is True
+    assert [step["accuracy"] for step in uncached["steps"]] == [step["accuracy"] for step in cached["steps"]]

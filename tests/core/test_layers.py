@@ -93,3 +93,18 @@ def test_layers_keep_the_order_they_are_named_in() -> None:
     forward = MultiLayerFeatures(net, ["blocks.0:1", "blocks.1:1"]).raw(images)
     backward = MultiLayerFeatures(net, ["blocks.1:1", "blocks.0:1"]).raw(images)
     torch.testing.assert_close(backward, torch.cat([forward[:, :3], forward[:, 5:], forward[:, 3:5]], 1))
+
+
+def test_features_of_a_cut_backbones_tail_over_its_trunks_activations_are_the_backbones() -> None:
+    from cfer.core.trunk import split_holding
+    from cfer.models import ModelConfig, create_model
+
+    torch.manual_seed(0)
+    backbone = create_model(ModelConfig(backbone="test_efficientnet", pretrained="none", head="linear"), 3).backbone
+    backbone.eval()
+    images, layers = torch.randn(4, 3, 32, 32), ["blocks.-3:2", "blocks.-1:1"]
+    split = split_holding(backbone, 1, images[:2], [parse_layer(layer)[0] for layer in layers])
+    whole, tail = MultiLayerFeatures(backbone, layers, probe_size=32), MultiLayerFeatures(split.tail, layers)
+    assert tail.dim == whole.dim
+    with torch.no_grad():
+        torch.testing.assert_close(tail.raw(split.trunk(images)), whole.raw(images))

@@ -14,6 +14,7 @@ from cfer.core.trunk import (
     cache_decision,
     fingerprint,
     split_backbone,
+    split_holding,
 )
 from cfer.models import ModelConfig, create_model
 
@@ -120,3 +121,34 @@ def test_cache_decision_says_why() -> None:
     assert cache_decision(FeatureCacheConfig(mode="never"), augmentation=False)[0] is False
     with pytest.raises(ValueError, match="augmentation"):
         cache_decision(FeatureCacheConfig(mode="always"), augmentation=True)
+
+
+def test_the_tail_finds_the_backbones_modules_by_their_paths(model: nn.Module, images: torch.Tensor) -> None:
+    backbone = model.backbone
+    split = split_backbone(backbone, 2, _preprocess(images[:2]))
+    last, inner = len(backbone.blocks) - 1, len(backbone.blocks[-1]) - 1
+    assert split.tail.submodule("blocks.-1") is backbone.blocks[last]
+    assert split.tail.submodule(f"blocks.{last}.-1") is backbone.blocks[last][inner]
+    assert split.tail.submodule("conv_head") is backbone.conv_head
+    assert split.tail.input_shape == tuple(split.trunk(_preprocess(images[:2])).shape[1:])
+    first_trunk_block = f"blocks.{-len(backbone.blocks)}"  # blocks.0, in the trunk
+    assert not split.tail.holds(first_trunk_block)
+    with pytest.raises(ValueError, match="not in this part of the backbone"):
+        split.tail.submodule(first_trunk_block)
+
+
+@pytest.mark.parametrize("path", ["blocks.-2", "blocks.-4", "blocks.1.0"])
+def test_split_holding_moves_the_cut_just_before_the_hooked_module(model: nn.Module, images: torch.Tensor,
+                                                                   path: str) -> None:
+    example = _preprocess(images[:2])
+    split = split_holding(model.backbone, 1, example, [path])
+    assert split.tail.holds(path)
+    assert split.trainable_blocks == 1 or not split_backbone(model.backbone, split.trainable_blocks - 1,
+                                                             example).tail.holds(path)
+    with torch.no_grad():
+        assert torch.equal(split.tail(split.trunk(_preprocess(images))), model.backbone(_preprocess(images)))
+
+
+def test_split_holding_refuses_a_path_of_no_module(model: nn.Module, images: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="no module 'blocks.99'"):
+        split_holding(model.backbone, 1, _preprocess(images[:2]), ["blocks.99"])
