@@ -41,6 +41,7 @@ from cfer.core.layers import DEFAULT_LAYERS, MultiLayerFeatures, parse_layer
 from cfer.core.prototypes import ClassMeans, RandomProjectionRidge
 from cfer.core.sorting import Score
 from cfer.registry import Registry
+from cfer.taxonomy import get_category
 from strategies.baselines import GDumbInitModelGrowth, ICaRLPriming
 from strategies.plugins import (
     ClassifierExpansionPlugin,
@@ -66,6 +67,7 @@ from strategies.states import (
 )
 from strategies.statistics_heads import (
     FrozenFeatureClassifier,
+    GaussianCalibration,
     StatisticsHeadPlugin,
     feature_dim_of,
 )
@@ -152,6 +154,19 @@ class LayersRanPACConfig(RanPACConfig):
 
 
 @dataclass(frozen=True)
+class CRanPACConfig(RanPACConfig):
+    """C-RanPAC's calibration of each new class (Goswami et al. 2024; its reference code's defaults)."""
+
+    toward: Literal["similar", "components"] = "similar"  # the base classes' weights: similarity, or ½ per component
+    shift_weight: float = 0.9  # α: the class's own share of its calibrated mean
+    softmax_temperature: float = 16.0  # τ of the similarity weights
+    covariance_weight: float = 0.5  # β: the base classes' share of its calibrated covariance
+    samples: int = 800  # draws of its Gaussian, in place of its features
+    class_names: tuple[str, ...] = ()  # the stream's classes in output order (the runner gives them)
+    layers: tuple[str, ...] = ()  # as ranpac-layers'; none: the pooled features
+
+
+@dataclass(frozen=True)
 class NoConfig:
     """Strategies without hyper-parameters beyond the common ones."""
 
@@ -176,6 +191,7 @@ class StrategySpec:
     early_stops: bool = True  # validation early stopping applies to its steps
     scenario: Literal["stream", "legacy"] = "stream"  # 'legacy': Avalanche's deprecated nc_benchmark
     trunk_inputs: bool = True  # it may train on cached frozen-trunk activations instead of images
+    needs_class_names: bool = False  # its config's class_names are the stream's classes, in output order
     # the backbone modules it hooks, from its config: a cached trunk is cut before them
     hooked_modules: Callable[[Any], tuple[str, ...]] | None = None
     exports_model: bool = True  # its final model is a checkpoint of the classifier (not a statistics head)
@@ -324,12 +340,49 @@ def _build_statistics_head(kind: Literal["ncm", "ranpac"]) -> Builder:
         else:
             head = RandomProjectionRidge(dim, config.projection_dim, config.ridge or 1.0, config.seed)
         frozen = FrozenFeatureClassifier(backbone, head)
-        plugins = [*common["plugins"], StatisticsHeadPlugin(choose_ridge=kind == "ranpac" and config.ridge is None)]
+        plugin = StatisticsHeadPlugin(choose_ridge=kind == "ranpac" and config.ridge is None,
+                                      calibration=_calibration(config) if isinstance(config, CRanPACConfig) else None)
+        plugins = [*common["plugins"], plugin]
         # zero epochs: the head learns from statistics after each experience, the backbone never
         return Naive(model=frozen, optimizer=optimizer, criterion=nn.CrossEntropyLoss(),
                      **{**common, "train_epochs": 0, "plugins": plugins})
 
     return build
+
+
+def _calibration(config: CRanPACConfig) -> GaussianCalibration:
+    """The calibration a :class:`CRanPACConfig` describes.
+
+    Raises:
+        ValueError: If it calibrates toward components without the class names.
+    """
+    components = None
+    if config.toward == "components":
+        if not config.class_names:
+            raise ValueError("calibrating toward components needs class_names, the stream's classes in output order")
+        components = compound_components(config.class_names)
+    return GaussianCalibration(config.shift_weight, config.softmax_temperature, config.covariance_weight,
+                               config.samples, config.seed, components)
+
+
+def compound_components(class_names: Sequence[str]) -> dict[int, tuple[int, int]]:
+    """The outputs of the two components of every compound class among ``class_names`` (output order).
+
+    Raises:
+        ValueError: If a compound's component is not among the classes.
+    """
+    index = {name: output for output, name in enumerate(class_names)}
+    components: dict[int, tuple[int, int]] = {}
+    for output, name in enumerate(class_names):
+        category = get_category(name)
+        if category.kind != "compound":
+            continue
+        missing = [part for part in category.components if part not in index]
+        if missing:
+            raise ValueError(f"compound {name!r} has components {missing} that are not classes of the stream")
+        first, second = (index[part] for part in category.components)
+        components[output] = (first, second)
+    return components
 
 
 def _build_icarl(
@@ -399,6 +452,15 @@ STRATEGIES.register("ranpac-layers", StrategySpec(
     exports_model=False, hooked_modules=lambda config: tuple(parse_layer(layer)[0] for layer in config.layers),
     description="RanPAC on the pooled features and the last three block stages' maps on coarse grids, "
                 "standardised on the basic classes"))
+STRATEGIES.register("c-ranpac", StrategySpec(
+    _build_statistics_head("ranpac"), CRanPACConfig, early_stops=False, state=STATISTICS_HEAD_STATE,
+    exports_model=False, description="C-RanPAC: RanPAC, each new class's features replaced by 800 draws of its "
+                                     "Gaussian calibrated toward similar basic classes"))
+STRATEGIES.register("compose-ranpac-layers", StrategySpec(
+    _build_statistics_head("ranpac"), CRanPACConfig, defaults={"toward": "components", "layers": DEFAULT_LAYERS},
+    early_stops=False, state=STATISTICS_HEAD_STATE, exports_model=False, needs_class_names=True,
+    hooked_modules=lambda config: tuple(parse_layer(layer)[0] for layer in config.layers),
+    description="ranpac-layers with C-RanPAC's calibration toward each compound's two components"))
 STRATEGIES.register("naive", StrategySpec(
     _avalanche(Naive), NoConfig, description="fine-tuning on each experience alone (lower bound)"))
 STRATEGIES.register("joint", StrategySpec(

@@ -214,10 +214,13 @@ def _capture_statistics_head(strategy: SupervisedTemplate) -> dict[str, Any]:
     # a multi-layer backbone's standardisation was fitted on the first experience
     standardisation = ({key: value.detach().cpu() for key, value in backbone.named_buffers(recurse=False)}
                        if isinstance(backbone, MultiLayerFeatures) else {})
+    plugin = _plugin(strategy, StatisticsHeadPlugin)
     return {"head": {key: value.detach().cpu() for key, value in head.state_dict().items()},
             "standardisation": standardisation,
             "ridge": float(getattr(head, "ridge", 0.0)),
-            "choose_ridge": bool(_plugin(strategy, StatisticsHeadPlugin).choose_ridge)}
+            "choose_ridge": bool(plugin.choose_ridge),
+            # a calibration's base classes' features, kept from the first experience
+            "calibration_rows": list(plugin.calibration.base_rows) if plugin.calibration is not None else []}
 
 
 def _restore_statistics_head(strategy: SupervisedTemplate, state: dict[str, Any], context: RestoreContext) -> None:
@@ -228,7 +231,10 @@ def _restore_statistics_head(strategy: SupervisedTemplate, state: dict[str, Any]
         setattr(strategy.model.backbone, key, value.to(strategy.device))
     if hasattr(head, "ridge"):
         head.ridge = state["ridge"]
-    _plugin(strategy, StatisticsHeadPlugin).choose_ridge = state["choose_ridge"]
+    plugin = _plugin(strategy, StatisticsHeadPlugin)
+    plugin.choose_ridge = state["choose_ridge"]
+    if plugin.calibration is not None:
+        plugin.calibration.base_rows = [rows.float() for rows in state.get("calibration_rows", [])]
 
 
 CFER_STATE = StrategyState(_capture_cfer, _restore_cfer)

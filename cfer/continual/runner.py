@@ -538,6 +538,8 @@ def _strategy_options(
     options = _configured_options(name, spec, config)
     if spec.needs_total_classes:
         options.setdefault("total_num_classes", len(benchmark.classes))
+    if spec.needs_class_names:
+        options.setdefault("class_names", tuple(benchmark.classes))
     return options
 
 

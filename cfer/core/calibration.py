@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["CalibratedGaussian", "calibrate_prototypes", "calibrated_gaussian", "component_weights",
-           "sample_gaussian", "similarity_weights"]
+           "sample_classes", "sample_gaussian", "similarity_weights"]
 
 
 def calibrate_prototypes(novel: Tensor, base: Tensor, shift_weight: float = 0.5,
@@ -148,3 +148,20 @@ def sample_gaussian(gaussian: CalibratedGaussian, count: int, generator: torch.G
         noise = torch.randn(count, len(rows), generator=generator)
         samples += (weight / (len(rows) - 1)) ** 0.5 * noise @ centred
     return samples
+
+
+def sample_classes(gaussians: Sequence[tuple[int, CalibratedGaussian]], count: int,
+                   generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """``count`` samples of each class's Gaussian, in the order given, and their labels.
+
+    Args:
+        gaussians: ``(label, gaussian)`` per class.
+        count: Samples per class.
+        generator: Draws the samples, class after class.
+
+    Returns:
+        Samples ``(len(gaussians) · count, D)`` and labels ``(len(gaussians) · count,)`` (int64).
+    """
+    samples = [sample_gaussian(gaussian, count, generator) for _, gaussian in gaussians]
+    labels = [torch.full((count,), label, dtype=torch.int64) for label, _ in gaussians]
+    return torch.cat(samples), torch.cat(labels)

@@ -21,7 +21,7 @@ from torch import Tensor
 from cfer.core.calibration import (
     CalibratedGaussian,
     calibrated_gaussian,
-    sample_gaussian,
+    sample_classes,
     similarity_weights,
 )
 from cfer.core.imprinting import class_means
@@ -92,14 +92,9 @@ class CRanPACLearner(RanPACLearner):
     config: CRanPACConfig
 
     def _statistics_samples(self, support: Tensor, labels: Tensor, num_new: int) -> tuple[Tensor, Tensor]:
-        generator = self._generator()
-        samples, targets = [], []
-        for index in range(num_new):
-            output = self.num_classes + index
-            gaussian = self._gaussian(support[labels == output], output)
-            samples.append(sample_gaussian(gaussian, self.config.samples, generator))
-            targets.append(torch.full((self.config.samples,), output, dtype=torch.int64))
-        return torch.cat(samples), torch.cat(targets)
+        outputs = range(self.num_classes, self.num_classes + num_new)
+        gaussians = [(output, self._gaussian(support[labels == output], output)) for output in outputs]
+        return sample_classes(gaussians, self.config.samples, self._generator())
 
     def _gaussian(self, shots: Tensor, output: int) -> CalibratedGaussian:
         """The calibrated Gaussian of new output ``output`` from its shots (K, D)."""

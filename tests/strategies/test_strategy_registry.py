@@ -87,8 +87,10 @@ def test_registered_strategy_trains_on_a_tiny_stream(name: str) -> None:
     torch.manual_seed(0)
     benchmark = _benchmark(name)
     kwargs: dict = {"total_num_classes": 4} if STRATEGIES[name].needs_total_classes else {}
-    if name == "ranpac-layers":  # the tiny backbone has no EfficientNet blocks
+    if STRATEGIES[name].hooked_modules is not None:  # the tiny backbone has no EfficientNet blocks
         kwargs["layers"] = ("0:2", "1:1")
+    if STRATEGIES[name].needs_class_names:  # classes 2 and 3 are compounds of classes 0 and 1
+        kwargs["class_names"] = ("fearful", "surprised", "awed", "fearfully_surprised")
     strategy = _create(name, TinyClassifier(num_classes=2), **kwargs)
     if STRATEGIES[name].offline:
         strategy.train(benchmark.train_stream)
