@@ -14,6 +14,12 @@ validation subjects, and scored on the test subjects (RMSE, PCC, CCC, SAGR); the
 then keeps it with the teacher-bounded loss (:class:`strategies.BoundedRegressionPlugin`). The
 classes are trained exactly as without it.
 
+With ``au_weight > 0`` an action-unit head (:class:`cfer.core.action_units.ActionUnitHead`) learns
+each AU's presence from the data's AU labels (the synthetic faces' intensities, RAF-CE's AU lists,
+CFEE's annotations). It is fitted on the head stage's features, then trained beside the classes in
+the fine-tuning stage, where ``au_weight · BCE`` also shapes the upper blocks. The test subjects'
+per-AU F1 is reported (``test.action_units``); the saved model is the classifier alone.
+
 A run directory holds, per fold, ``fold_<k>/model.safetensors``, ``metrics.json``,
 ``confusion_matrix.png`` and ``curves.png``; at the top, ``config.yaml`` (the resolved config),
 ``model.safetensors`` (the selected fold's model) and ``metrics.json`` (all folds). Every file is
@@ -41,6 +47,7 @@ import numpy as np
 import torch
 
 from cfer.config import check_resumable, save_config
+from cfer.core.action_units import ActionUnitHead, au_detection_scores, au_presence_loss
 from cfer.core.early_stopping import EarlyStopping
 from cfer.core.head_training import fit_head
 from cfer.core.inference import predict
@@ -63,7 +70,7 @@ from cfer.models.classifier import ModelConfig, create_model, freeze_backbone
 from cfer.reports import affect_metrics, classification_metrics, plot_confusion_matrix, plot_curves
 from cfer.taxonomy import BASIC, NEUTRAL
 from cfer.training.augment import AugmentConfig, BatchAugment, make_preprocess
-from cfer.training.loop import Trainer, make_loader, resolve_device
+from cfer.training.loop import AuxiliaryTask, Trainer, make_loader, resolve_device
 
 __all__ = ["BasicPhaseConfig", "basic_classes", "load_basic_model", "run_basic_phase"]
 
@@ -99,6 +106,8 @@ class BasicPhaseConfig:
     patience: int = 4  # epochs without a lower validation loss before a stage stops
     regression_epochs: int = 60  # valence/arousal regressor epochs on the final features (model.regression_outputs > 0)
     regression_lr: float = 3e-4  # its learning rate (Adam)
+    # λ of an action-unit head trained beside the classes while fine-tuning (BCE on each AU's presence); 0: none
+    au_weight: float = 0.0
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda[:k]"
     progress: bool = True  # progress bars
 
@@ -132,6 +141,7 @@ def run_basic_phase(config: BasicPhaseConfig, out_dir: str | Path, dataset: Face
     dataset = load_dataset(config.data, classes) if dataset is None else dataset.select_classes(classes)
     _check_classes(dataset, config)
     _check_regression(dataset, config)
+    _check_action_units(dataset, config, ranks)
     policy = split_policy(dataset, config.data.split)
     if ranks.main:
         write_skipped(dataset.skipped, out_dir)
@@ -195,6 +205,17 @@ def _check_regression(dataset: FaceExpressionDataset, config: BasicPhaseConfig) 
                          "model.regression_outputs=0, or use data with valence/arousal (the synthetic source has them)")
 
 
+def _check_action_units(dataset: FaceExpressionDataset, config: BasicPhaseConfig, ranks: Ranks) -> None:
+    if config.au_weight < 0:
+        raise ValueError(f"au_weight must be at least 0, got {config.au_weight}")
+    if config.au_weight > 0 and dataset.au_intensities is None:
+        raise ValueError(f"au_weight={config.au_weight} needs action-unit labels per image, and {config.data.source} "
+                         f"at {config.data.root} has none; set basic.au_weight=0, or use data with AU labels (the "
+                         "synthetic source, RAF-CE, or CFEE with AU_annotation_all_subjects.xls)")
+    if config.au_weight > 0 and ranks.distributed:
+        raise ValueError("au_weight > 0 is not trained under torchrun; run in one process, or set basic.au_weight=0")
+
+
 def load_basic_model(run_dir: str | Path):
     """Loads the selected model of a finished basic-phase run.
 
@@ -226,17 +247,21 @@ def _run_fold(config: BasicPhaseConfig, dataset: FaceExpressionDataset, fold: in
                                         config.data.split))
     train, val, test = (dataset.subset(indices) for indices in split)
     trainer, generator = _fold_trainer(config, len(dataset.classes), fold, ranks)
-    progress = _FoldProgress(fold_dir / "state.pt", generator, ranks)
+    au_head = (ActionUnitHead(trainer.model.feature_dim, dataset.au_ids).to(trainer.device)
+               if config.au_weight > 0 else None)
+    progress = _FoldProgress(fold_dir / "state.pt", generator, ranks, au_head)
     # One stopper across both stages: fine-tuning must beat the head stage's best loss to count.
     stopper = EarlyStopping(config.patience)
     for stage in range(len(_STAGES)):
         if progress.finished(stage):
             continue
-        _train_stage(config, trainer, stage, train, val, stopper, progress, fold)
+        _train_stage(config, trainer, stage, train, val, stopper, progress, fold, au_head)
         stopper.restore(trainer.model)
     if trainer.model.regressor is not None:
         _fit_regressor(trainer, train, val, config, progress.generator)
     result = _evaluate_fold(trainer, dataset, split, (val, test), fold, fold_dir)
+    if au_head is not None:
+        result["test"]["action_units"] = _score_action_units(trainer, au_head, test)
     result.update(seconds=time.perf_counter() - fold_start, history=progress.history,
                   train_images_per_second=float(np.median(progress.throughput)) if progress.throughput else 0.0,
                   epochs=len(progress.history["train_loss"]))
@@ -266,21 +291,31 @@ def _fold_trainer(config: BasicPhaseConfig, num_classes: int, fold: int,
 
 
 def _train_stage(config: BasicPhaseConfig, trainer: Trainer, stage: int, train: FaceExpressionDataset,
-                 val: FaceExpressionDataset, stopper: EarlyStopping, progress: _FoldProgress, fold: int) -> None:
-    """One stage: the head with the backbone frozen (0), or the upper blocks too (1); resumable by epoch."""
+                 val: FaceExpressionDataset, stopper: EarlyStopping, progress: _FoldProgress, fold: int,
+                 au_head: ActionUnitHead | None = None) -> None:
+    """One stage: the head with the backbone frozen (0), or the upper blocks too (1); resumable by epoch.
+
+    An AU head trains in the fine-tuning stage only, beside the classes.
+    """
     epochs, lr, trainable_blocks = _stage_settings(config, stage)
     freeze_backbone(trainer.model, trainable_blocks, train_batchnorm=config.model.train_batchnorm)
-    optimizer = torch.optim.Adam([p for p in trainer.model.parameters() if p.requires_grad], lr=lr)
+    au_head = au_head if stage == 1 else None
+    parameters = [p for p in trainer.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(parameters + ([] if au_head is None else list(au_head.parameters())), lr=lr)
     stopper.epochs_without_improvement = 0
     first_epoch = progress.restore(stage, trainer.model, optimizer, stopper, epochs)
+    if au_head is not None and first_epoch == 0:
+        _fit_au_head(trainer, au_head, train, val, config, progress.generator)
     if stage == 0 and config.head_on_cached_features and first_epoch < epochs:
         # A frozen backbone in eval mode maps each image to fixed features, so stage 1 needs
         # one backbone pass instead of one per epoch; the price is no augmentation in stage 1.
         _fit_head_on_features(trainer, train, val, optimizer, stopper, epochs, config, progress)
         return
-    stage_trainer, (train_inputs, val_inputs) = _stage_trainer(config, trainer, trainable_blocks, train, val)
+    auxiliary = None if au_head is None else AuxiliaryTask(au_head, au_presence_loss, config.au_weight)
+    stage_trainer, (train_inputs, val_inputs) = _stage_trainer(config, trainer, trainable_blocks, train, val, auxiliary)
     train_loader = make_loader(train, config.batch_size, shuffle=True, device=trainer.device,
-                               generator=progress.generator, inputs=train_inputs)
+                               generator=progress.generator, inputs=train_inputs,
+                               extra=None if au_head is None else train.au_intensities)
     val_loader = make_loader(val, 256, shuffle=False, device=trainer.device, inputs=val_inputs)
     for epoch in range(first_epoch, epochs):
         description = f"fold {fold} {_STAGES[stage]} {epoch + 1}/{epochs}"
@@ -297,7 +332,8 @@ def _train_stage(config: BasicPhaseConfig, trainer: Trainer, stage: int, train: 
 
 
 def _stage_trainer(config: BasicPhaseConfig, trainer: Trainer, trainable_blocks: int, train: FaceExpressionDataset,
-                   val: FaceExpressionDataset) -> tuple[Trainer, tuple[torch.Tensor | None, torch.Tensor | None]]:
+                   val: FaceExpressionDataset, auxiliary: AuxiliaryTask | None = None
+                   ) -> tuple[Trainer, tuple[torch.Tensor | None, torch.Tensor | None]]:
     """The trainer of the fine-tuning stage, and the inputs it reads instead of the images, if any.
 
     Without augmentation the frozen blocks map each image to the same activations every epoch, so
@@ -305,6 +341,7 @@ def _stage_trainer(config: BasicPhaseConfig, trainer: Trainer, trainable_blocks:
     on their activations; the model's modules are shared, so it is the full model that learns.
     """
     cached, reason = cache_decision(config.feature_cache, config.augment.enabled)
+    trainer.auxiliary = auxiliary
     if not cached or trainable_blocks == 0:
         logger.info("fine-tuning on images: %s", reason if not cached else "the whole backbone is frozen")
         return trainer, (None, None)
@@ -327,7 +364,7 @@ def _stage_trainer(config: BasicPhaseConfig, trainer: Trainer, trainable_blocks:
               for d in (train, val)]
     logger.info("fine-tuning on cached activations (%s): %s; %s", reason, split.describe(), caches[0].describe())
     student = Trainer(TailClassifier(split.tail, model.head), preprocess=_as_float32, device=trainer.device,
-                      regularizer=_head_l2, progress=config.progress, ranks=ranks)
+                      regularizer=_head_l2, progress=config.progress, ranks=ranks, auxiliary=auxiliary)
     return student, (caches[0].activations, caches[1].activations)
 
 
@@ -373,10 +410,12 @@ class _FoldProgress:
         ranks: The processes training the fold; rank 0 alone writes the file.
     """
 
-    def __init__(self, path: Path, generator: torch.Generator, ranks: Ranks = Ranks()) -> None:
+    def __init__(self, path: Path, generator: torch.Generator, ranks: Ranks = Ranks(),
+                 au_head: torch.nn.Module | None = None) -> None:
         self.path = path
         self.generator = generator
         self.ranks = ranks
+        self.au_head = au_head  # saved and restored beside the model
         self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "train_accuracy": [],
                                                 "val_accuracy": []}
         self.throughput: list[float] = []
@@ -399,6 +438,8 @@ class _FoldProgress:
         if saved is None or stage != saved["stage"]:
             return 0
         model.load_state_dict(saved["model"])
+        if self.au_head is not None and saved.get("au_head") is not None:
+            self.au_head.load_state_dict(saved["au_head"])
         optimizer.load_state_dict(saved["optimizer"])
         stopper.load_state_dict(saved["early_stopping"])
         torch.set_rng_state(saved["torch_rng"])
@@ -424,6 +465,7 @@ class _FoldProgress:
             "epoch": epoch,
             "stopped": stopped,
             "model": model.state_dict(),
+            "au_head": None if self.au_head is None else self.au_head.state_dict(),
             "optimizer": optimizer.state_dict(),
             "early_stopping": stopper.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -492,6 +534,32 @@ def _fit_regressor(trainer: Trainer, train: FaceExpressionDataset, val: FaceExpr
                        stopper=stopper, criterion=masked_smooth_l1)
     stopper.restore(regressor)
     logger.info("valence/arousal regressor: %d epochs, best val SmoothL1 %.4f", len(history), stopper.best_loss)
+
+
+def _fit_au_head(trainer: Trainer, au_head: ActionUnitHead, train: FaceExpressionDataset,
+                 val: FaceExpressionDataset, config: BasicPhaseConfig, generator: torch.Generator) -> None:
+    """Fits the AU head on the head stage's features (BCE, early-stopped on val), before it trains beside the classes."""
+    train_features, val_features = (_features(trainer, d) for d in (train, val))
+    targets = [d.au_intensities.to(trainer.device) for d in (train, val)]
+    optimizer = torch.optim.Adam(au_head.parameters(), lr=config.head_lr)
+    stopper = EarlyStopping(config.patience)
+    history = fit_head(au_head, train_features, targets[0], optimizer, config.head_epochs, batch_size=config.batch_size,
+                       generator=generator, validation=(val_features, targets[1]), stopper=stopper,
+                       criterion=au_presence_loss)
+    stopper.restore(au_head)
+    logger.info("action-unit head on the head stage's features: %d epochs, best val BCE %.4f", len(history),
+                stopper.best_loss)
+
+
+@torch.no_grad()
+def _score_action_units(trainer: Trainer, au_head: ActionUnitHead, test: FaceExpressionDataset) -> dict:
+    """The AU head's per-AU F1 on the test subjects (see :func:`cfer.core.action_units.au_detection_scores`)."""
+    au_head.eval()
+    probabilities = au_head(_features(trainer, test).to(trainer.device)).sigmoid().cpu().numpy()
+    scores = au_detection_scores(probabilities, test.au_intensities.numpy(), au_head.au_ids)
+    logger.info("action units on the test subjects: mean F1 %.3f (saying every AU is present: %.3f)",
+                scores["mean_f1"] or float("nan"), scores["mean_always_present_f1"] or float("nan"))
+    return scores
 
 
 @torch.no_grad()

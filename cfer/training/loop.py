@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from cfer.data.dataset import FaceExpressionDataset
 from cfer.distributed.ranks import Ranks
 
-__all__ = ["EpochStats", "Evaluation", "Trainer", "make_loader", "resolve_device"]
+__all__ = ["AuxiliaryTask", "EpochStats", "Evaluation", "Trainer", "make_loader", "resolve_device"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -39,8 +39,9 @@ def make_loader(
     generator: torch.Generator | None = None,
     num_workers: int = 0,
     inputs: Tensor | None = None,
+    extra: Tensor | None = None,
 ) -> DataLoader:
-    """Batches of (uint8 images, targets) from an in-memory dataset.
+    """Batches of (uint8 images, targets), or of (images, targets, extra targets), from an in-memory dataset.
 
     The images are already decoded, so a batch is one gather from a tensor: worker processes would
     only add inter-process copies, and both cores are better spent on the model's own threads. Hence
@@ -54,10 +55,11 @@ def make_loader(
         generator: Random generator of the order.
         num_workers: Loader processes.
         inputs: Batches of these rows instead of the images (e.g. cached trunk activations).
+        extra: A third tensor of per-sample rows (an :class:`AuxiliaryTask`'s targets).
     """
     source = dataset.images if inputs is None else inputs
     return DataLoader(
-        TensorDataset(source, dataset.targets),
+        TensorDataset(source, dataset.targets, *(() if extra is None else (extra,))),
         batch_size=batch_size,
         shuffle=shuffle,
         generator=generator,
@@ -92,6 +94,18 @@ class Evaluation:
     probabilities: Tensor = field(repr=False)  # (N, num_classes) softmax outputs
 
 
+@dataclass(frozen=True)
+class AuxiliaryTask:
+    """A second loss on the pooled features, beside the classes: ``weight · criterion(head(features), extra)``.
+
+    The loader then yields a third tensor per batch, the task's targets (see :func:`make_loader`).
+    """
+
+    head: nn.Module  # pooled features (batch, D) -> outputs
+    criterion: Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> scalar
+    weight: float
+
+
 class Trainer:
     """Runs training epochs and evaluations of a classifier on uint8 batches.
 
@@ -104,6 +118,11 @@ class Trainer:
         regularizer: Optional callable returning an extra loss term for the model (e.g. L2 on the head).
         progress: Show progress bars.
         ranks: The processes sharing each batch (one by default); every rank must make the same calls.
+        auxiliary: A second loss on the model's pooled features (``model.backbone`` then ``model.head``);
+            not under ``torchrun``.
+
+    Raises:
+        ValueError: If an auxiliary task is given to a distributed trainer.
     """
 
     def __init__(
@@ -116,7 +135,12 @@ class Trainer:
         regularizer: Callable[[nn.Module], Tensor] | None = None,
         progress: bool = True,
         ranks: Ranks = Ranks(),
+        auxiliary: AuxiliaryTask | None = None,
     ) -> None:
+        if auxiliary is not None and ranks.distributed:
+            raise ValueError("an auxiliary head (basic.au_weight) is not trained under torchrun; run in one process, "
+                             "or set basic.au_weight=0")
+        self.auxiliary = auxiliary
         self.device = torch.device(device)
         self.model = model.to(self.device)
         if self.device.type == "cuda":
@@ -146,7 +170,7 @@ class Trainer:
         network = self._network()
         total_loss, correct, seen = 0.0, 0, 0
         start = time.perf_counter()
-        for images, targets in self._bar(loader, description):
+        for images, targets, *extra in self._bar(loader, description):
             inputs = self.inputs(images, train=True)  # the whole batch: the augmentation draws as in one process
             targets = targets.to(self.device, non_blocking=True)
             factor = None
@@ -154,12 +178,13 @@ class Trainer:
                 rows, factor = self.ranks.shard(len(targets))
                 inputs, targets = inputs[rows.to(self.device)], targets[rows.to(self.device)]
             with torch.autocast(self.device.type, enabled=self.amp):
-                logits = network(inputs)
+                logits, auxiliary = self._forward(network, inputs, extra)
                 classification = nn.functional.cross_entropy(logits, targets)
                 penalty = self.regularizer(self.model) if self.regularizer is not None else None
                 loss = classification if penalty is None else classification + penalty
                 # the rank's share of the global batch's mean; DDP averages the ranks' gradients
                 objective = loss if factor is None else factor * classification + (0.0 if penalty is None else penalty)
+                objective = objective if auxiliary is None else objective + auxiliary
             optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(objective).backward()
             self.scaler.step(optimizer)
@@ -170,6 +195,15 @@ class Trainer:
                 seen += len(targets)
         total_loss, correct, seen = self.ranks.all_sum([total_loss, correct, seen])
         return EpochStats(total_loss / max(seen, 1), correct / max(seen, 1), int(seen), time.perf_counter() - start)
+
+    def _forward(self, network: nn.Module, inputs: Tensor, extra: list[Tensor]) -> tuple[Tensor, Tensor | None]:
+        """Logits ``(batch, classes)`` and the auxiliary task's weighted loss (None without one)."""
+        if self.auxiliary is None:
+            return network(inputs), None
+        features = self.model.backbone(inputs)
+        task = self.auxiliary
+        loss = task.criterion(task.head(features), extra[0].to(self.device, non_blocking=True))
+        return self.model.head(features), task.weight * loss
 
     def _network(self) -> nn.Module:
         """What the forward pass goes through: the model, or its DDP wrapper for the current trainable set."""
