@@ -193,6 +193,11 @@ def format_basic_summary(summary: dict, out_dir: Path) -> str:
     chosen_on = summary.get("selected_on", "validation subjects")
     lines.append(f"selected fold {summary['best_fold']} (on {chosen_on}); its per-class F1 on test:")
     lines.append("  " + "  ".join(f"{name} {v['f1']:.2f}" for name, v in best["per_class"].items()))
+    if best.get("action_units", {}).get("mean_f1") is not None:
+        units = best["action_units"]
+        lines.append(f"action units on test: mean F1 {units['mean_f1']:.3f} (saying every AU is present: "
+                     f"{units['mean_always_present_f1']:.3f}); per AU:")
+        lines.append("  " + "  ".join(f"{au} {f1:.2f}" for au, f1 in units["f1"].items() if f1 is not None))
     lines.append(f"wall time {summary['wall_seconds']:.0f} s; model, metrics and figures in {out_dir}/")
     return "\n".join(lines)
 

@@ -158,6 +158,9 @@ def test_an_action_unit_head_trains_beside_the_classes_and_is_scored_on_test_sub
     assert shown and all(0.0 <= value <= 1.0 for value in shown)
     assert scores["mean_f1"] == pytest.approx(sum(shown) / len(shown))
     assert "action_units" not in plain["best_fold_test"]
+    from cfer.cli import format_basic_summary
+
+    assert f"action units on test: mean F1 {scores['mean_f1']:.3f}" in format_basic_summary(with_aus, tmp_path)
     # the AU loss reaches the fine-tuned blocks: against a weight too small to matter (the same random
     # draws), the backbone differs
     run_basic_phase(tiny_config(**settings, au_weight=1e-12), tmp_path / "negligible")
