@@ -350,6 +350,11 @@ def _build_statistics_head(kind: Literal["ncm", "ranpac"]) -> Builder:
     return build
 
 
+def _layer_modules(config: Any) -> tuple[str, ...]:
+    """The modules a multi-layer strategy's ``layers`` hook."""
+    return tuple(parse_layer(layer)[0] for layer in config.layers)
+
+
 def _calibration(config: CRanPACConfig) -> GaussianCalibration:
     """The calibration a :class:`CRanPACConfig` describes.
 
@@ -449,7 +454,7 @@ STRATEGIES.register("ranpac", StrategySpec(
     exports_model=False, description="RanPAC: random ReLU projection and a ridge head on frozen features"))
 STRATEGIES.register("ranpac-layers", StrategySpec(
     _build_statistics_head("ranpac"), LayersRanPACConfig, early_stops=False, state=STATISTICS_HEAD_STATE,
-    exports_model=False, hooked_modules=lambda config: tuple(parse_layer(layer)[0] for layer in config.layers),
+    exports_model=False, hooked_modules=_layer_modules,
     description="RanPAC on the pooled features and the last three block stages' maps on coarse grids, "
                 "standardised on the basic classes"))
 STRATEGIES.register("c-ranpac", StrategySpec(
@@ -459,7 +464,7 @@ STRATEGIES.register("c-ranpac", StrategySpec(
 STRATEGIES.register("compose-ranpac-layers", StrategySpec(
     _build_statistics_head("ranpac"), CRanPACConfig, defaults={"toward": "components", "layers": DEFAULT_LAYERS},
     early_stops=False, state=STATISTICS_HEAD_STATE, exports_model=False, needs_class_names=True,
-    hooked_modules=lambda config: tuple(parse_layer(layer)[0] for layer in config.layers),
+    hooked_modules=_layer_modules,
     description="ranpac-layers with C-RanPAC's calibration toward each compound's two components"))
 STRATEGIES.register("naive", StrategySpec(
     _avalanche(Naive), NoConfig, description="fine-tuning on each experience alone (lower bound)"))

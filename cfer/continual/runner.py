@@ -159,8 +159,8 @@ class IncrementalSession:
     split: BackboneSplit | None  # where the backbone is cut for the feature cache
     cache: FeatureCache | None  # the frozen trunk's activations of every image
     facts: SessionFacts
-    # earlier cuts, by trainable block groups, with their activations, for strategies that hook modules in the trunk
-    cuts: dict[int, tuple[BackboneSplit, FeatureCache]] = dataclasses.field(default_factory=dict)
+    # earlier cuts with their activations, by the trunk modules a strategy hooks
+    cuts: dict[tuple[str, ...], tuple[BackboneSplit, FeatureCache]] = dataclasses.field(default_factory=dict)
 
 
 def check_session(config: IncrementalConfig, out_dir: str | Path) -> Path:
@@ -268,14 +268,15 @@ def _strategy_cut(session: IncrementalSession, config: IncrementalConfig, name: 
     modules = hooked_modules(name, _configured_options(name, STRATEGIES[name], config))
     if all(session.split.tail.holds(path) for path in modules):
         return session.split, session.cache
-    preprocess = _eval_preprocess(config, session.basic_model)
-    example = preprocess(session.dataset.images[:2]).to(device)
-    split = split_holding(session.basic_model.to(device).backbone, config.trainable_blocks, example, modules)
-    if split.trainable_blocks not in session.cuts:
-        cache = _build_cache(config, split, session.dataset, preprocess, device)
+    if modules not in session.cuts:  # traced and cached once per session, not once per order
+        preprocess = _eval_preprocess(config, session.basic_model)
+        example = preprocess(session.dataset.images[:2]).to(device)
+        split = split_holding(session.basic_model.to(device).backbone, config.trainable_blocks, example, modules)
+        same = next((cut for cut in session.cuts.values() if cut[0].trainable_blocks == split.trainable_blocks), None)
+        cache = same[1] if same is not None else _build_cache(config, split, session.dataset, preprocess, device)
         logger.info("%s hooks %s: %s; %s", name, ", ".join(modules), split.describe(), cache.describe())
-        session.cuts[split.trainable_blocks] = (split, cache)
-    return session.cuts[split.trainable_blocks]
+        session.cuts[modules] = (split, cache)
+    return session.cuts[modules]
 
 
 def report_session(config: IncrementalConfig, out_dir: str | Path, facts: SessionFacts,
