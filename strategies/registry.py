@@ -142,7 +142,10 @@ class RanPACConfig:
 
     projection_dim: int = 2000  # size M of the random ReLU projection (paper: 10,000)
     ridge: float | None = None  # the ridge lambda; None chooses it on held-out samples of the first experience
+    # what scores each lambda: a fifth of the first experience's images (RanPAC), or its classes' validation subjects
+    ridge_on: Literal["training", "validation"] = "training"
     seed: int = 0  # seed of the random projection
+    validation: Any = None  # the validation split, for ridge_on='validation' (the runner gives it)
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,7 @@ class StrategySpec:
     scenario: Literal["stream", "legacy"] = "stream"  # 'legacy': Avalanche's deprecated nc_benchmark
     trunk_inputs: bool = True  # it may train on cached frozen-trunk activations instead of images
     needs_class_names: bool = False  # its config's class_names are the stream's classes, in output order
+    needs_validation: bool = False  # its config's validation is the split early stopping would score
     # the backbone modules it hooks, from its config: a cached trunk is cut before them
     hooked_modules: Callable[[Any], tuple[str, ...]] | None = None
     exports_model: bool = True  # its final model is a checkpoint of the classifier (not a statistics head)
@@ -341,13 +345,25 @@ def _build_statistics_head(kind: Literal["ncm", "ranpac"]) -> Builder:
             head = RandomProjectionRidge(dim, config.projection_dim, config.ridge or 1.0, config.seed)
         frozen = FrozenFeatureClassifier(backbone, head)
         plugin = StatisticsHeadPlugin(choose_ridge=kind == "ranpac" and config.ridge is None,
-                                      calibration=_calibration(config) if isinstance(config, CRanPACConfig) else None)
+                                      calibration=_calibration(config) if isinstance(config, CRanPACConfig) else None,
+                                      ridge_scored=_ridge_scored(config) if kind == "ranpac" else None)
         plugins = [*common["plugins"], plugin]
         # zero epochs: the head learns from statistics after each experience, the backbone never
         return Naive(model=frozen, optimizer=optimizer, criterion=nn.CrossEntropyLoss(),
                      **{**common, "train_epochs": 0, "plugins": plugins})
 
     return build
+
+
+def _ridge_scored(config: RanPACConfig) -> Any:
+    """The data that scores RanPAC's ``λ`` candidates: None for its own held-out fifth, else the validation split."""
+    if config.ridge_on not in ("training", "validation"):
+        raise ValueError(f"unknown ridge_on {config.ridge_on!r}; known: 'training', 'validation'")
+    if config.ridge_on == "training":
+        return None
+    if config.validation is None:
+        raise ValueError("ridge_on='validation' needs the validation split; the runner gives it (validation=...)")
+    return config.validation
 
 
 def _layer_modules(config: Any) -> tuple[str, ...]:
@@ -450,21 +466,21 @@ STRATEGIES.register("ncm", StrategySpec(
     _build_statistics_head("ncm"), NoConfig, early_stops=False, state=STATISTICS_HEAD_STATE, exports_model=False,
     description="SimpleCIL: nearest class mean (cosine) on the frozen basic-phase backbone, no training"))
 STRATEGIES.register("ranpac", StrategySpec(
-    _build_statistics_head("ranpac"), RanPACConfig, early_stops=False, state=STATISTICS_HEAD_STATE,
-    exports_model=False, description="RanPAC: random ReLU projection and a ridge head on frozen features"))
+    _build_statistics_head("ranpac"), RanPACConfig, early_stops=False, needs_validation=True,
+    state=STATISTICS_HEAD_STATE, exports_model=False, description="RanPAC: random ReLU projection and a ridge head on frozen features"))
 STRATEGIES.register("ranpac-layers", StrategySpec(
-    _build_statistics_head("ranpac"), LayersRanPACConfig, early_stops=False, state=STATISTICS_HEAD_STATE,
-    exports_model=False, hooked_modules=_layer_modules,
+    _build_statistics_head("ranpac"), LayersRanPACConfig, early_stops=False, needs_validation=True,
+    state=STATISTICS_HEAD_STATE, exports_model=False, hooked_modules=_layer_modules,
     description="RanPAC on the pooled features and the last three block stages' maps on coarse grids, "
                 "standardised on the basic classes"))
 STRATEGIES.register("c-ranpac", StrategySpec(
-    _build_statistics_head("ranpac"), CRanPACConfig, early_stops=False, state=STATISTICS_HEAD_STATE,
-    exports_model=False, description="C-RanPAC: RanPAC, each new class's features replaced by 800 draws of its "
+    _build_statistics_head("ranpac"), CRanPACConfig, early_stops=False, needs_validation=True,
+    state=STATISTICS_HEAD_STATE, exports_model=False, description="C-RanPAC: RanPAC, each new class's features replaced by 800 draws of its "
                                      "Gaussian calibrated toward similar basic classes"))
 STRATEGIES.register("compose-ranpac-layers", StrategySpec(
     _build_statistics_head("ranpac"), CRanPACConfig, defaults={"toward": "components", "layers": DEFAULT_LAYERS},
-    early_stops=False, state=STATISTICS_HEAD_STATE, exports_model=False, needs_class_names=True,
-    hooked_modules=_layer_modules,
+    early_stops=False, needs_validation=True, state=STATISTICS_HEAD_STATE, exports_model=False,
+    needs_class_names=True, hooked_modules=_layer_modules,
     description="ranpac-layers with C-RanPAC's calibration toward each compound's two components"))
 STRATEGIES.register("naive", StrategySpec(
     _avalanche(Naive), NoConfig, description="fine-tuning on each experience alone (lower bound)"))

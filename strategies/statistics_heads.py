@@ -141,12 +141,17 @@ class StatisticsHeadPlugin(SupervisedPlugin):
     Args:
         choose_ridge: Whether a ridge head still has to choose its ``λ``.
         calibration: Replaces each later experience's features by calibrated samples; None keeps them.
+        ridge_scored: Images of other subjects (the validation split) whose classes' share scores
+            each ``λ``, the head fitted on all of the experience; None scores a random fifth of the
+            experience, fitted on the rest, as RanPAC does.
     """
 
-    def __init__(self, choose_ridge: bool = True, calibration: GaussianCalibration | None = None) -> None:
+    def __init__(self, choose_ridge: bool = True, calibration: GaussianCalibration | None = None,
+                 ridge_scored: Any = None) -> None:
         super().__init__()
         self.choose_ridge = choose_ridge
         self.calibration = calibration
+        self.ridge_scored = ridge_scored
 
     @torch.no_grad()
     def after_training_exp(self, strategy: SupervisedTemplate, **kwargs: Any) -> None:
@@ -164,6 +169,21 @@ class StatisticsHeadPlugin(SupervisedPlugin):
             features, labels = (tensor.to(strategy.device) for tensor in self.calibration(features, labels))
         model.head.update(features, labels)
         if isinstance(model.head, RandomProjectionRidge) and self.choose_ridge and len(labels.unique()) > 1:
-            ridge = model.head.choose_ridge(features, labels)
+            ridge = model.head.choose_ridge(features, labels, scored=self._scored(strategy, labels.unique()))
             self.choose_ridge = False
-            logger.info("RanPAC: ridge lambda %.0e chosen on held-out samples of the first experience", ridge)
+            logger.info("RanPAC: ridge lambda %.0e chosen on %s of the first experience's classes", ridge,
+                        "held-out samples" if self.ridge_scored is None else "the validation subjects")
+
+    def _scored(self, strategy: SupervisedTemplate, classes: Tensor) -> tuple[Tensor, Tensor] | None:
+        """The validation subjects' features and labels of ``classes``, or None without ``ridge_scored``."""
+        if self.ridge_scored is None:
+            return None
+        targets = torch.as_tensor(list(self.ridge_scored.targets), dtype=torch.long)
+        rows = torch.isin(targets, classes.cpu()).nonzero().flatten()
+        if len(rows) == 0:
+            raise ValueError("ridge_on='validation', but the validation split holds none of the first experience's "
+                             "classes; give the basic phase a val_fraction above 0, or use ridge_on='training'")
+        data = self.ridge_scored.eval().subset(rows.tolist())
+        features = predict(strategy.model.backbone, data, strategy.eval_mb_size, strategy.device,
+                           out_device=strategy.device)
+        return features, targets[rows].to(strategy.device)

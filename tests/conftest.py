@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +24,12 @@ class LookupModel(nn.Module):
         self.calls += 1
         self.modes.append(self.training)
         return self.table[x[:, 0].long()] + 0 * self.anchor
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker takes one core: its torch runs one intra-op thread."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

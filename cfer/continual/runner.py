@@ -492,8 +492,8 @@ def _stream_data(config: IncrementalConfig, basic_names: tuple[str, ...]) -> tup
     compounds = tuple(name for name in COMPOUND if counts.get(name, 0) > 0)
     missing = [name for name in COMPOUND if name not in compounds]
     if not compounds:
-        raise ValueError(f"the data has no image of any compound class; set compound_data (e.g. --set "
-                         f"compound_data.source=csv --set compound_data.root=FILE) or use a source with compounds")
+        raise ValueError("the data has no image of any compound class; set compound_data (e.g. --set "
+                         "compound_data.source=csv --set compound_data.root=FILE) or use a source with compounds")
     if missing:
         logger.info("the data has no image of %s; the stream adds the %d other compound classes", missing,
                     len(compounds))
@@ -528,9 +528,13 @@ def _early_stopping(
 ) -> ValidationEarlyStoppingPlugin | None:
     if config.patience <= 0 or not spec.early_stops:
         return None
-    # the reference early-stops each step on the very images it reports
-    scored = benchmark.data["test" if config.protocol == "reference" else "valid"]
-    return ValidationEarlyStoppingPlugin(scored, config.patience, config.early_stopping_metric, config.eval_batch_size)
+    return ValidationEarlyStoppingPlugin(_chosen_on(benchmark, config), config.patience,
+                                         config.early_stopping_metric, config.eval_batch_size)
+
+
+def _chosen_on(benchmark: IncrementalBenchmark, config: IncrementalConfig) -> Any:
+    """The split a step's choices score: validation, or under the reference protocol the very test images it reports."""
+    return benchmark.data["test" if config.protocol == "reference" else "valid"]
 
 
 def _strategy_options(
@@ -541,6 +545,8 @@ def _strategy_options(
         options.setdefault("total_num_classes", len(benchmark.classes))
     if spec.needs_class_names:
         options.setdefault("class_names", tuple(benchmark.classes))
+    if spec.needs_validation:
+        options.setdefault("validation", _chosen_on(benchmark, config))
     return options
 
 

@@ -130,28 +130,36 @@ class RandomProjectionRidge(nn.Module):
 
     @torch.no_grad()
     def choose_ridge(self, features: Tensor, labels: Tensor, candidates: tuple[float, ...] = tuple(
-            10.0 ** k for k in range(-4, 9)), held_out: float = 0.2, seed: int = 0) -> float:
-        """Pick ``λ`` as RanPAC does: fit on most of some samples, keep the best mean squared error on the rest.
+            10.0 ** k for k in range(-4, 9)), held_out: float = 0.2, seed: int = 0,
+            scored: tuple[Tensor, Tensor] | None = None) -> float:
+        """Pick ``λ`` by the mean squared error of the fitted ridge on samples it did not fit.
 
-        Only these samples are used (not the accumulated statistics), so call it with data of several
-        classes (the first experience).
+        As RanPAC does, the scored samples are a random share ``held_out`` of ``features``; with
+        ``scored``, every one of ``features`` is fitted and ``scored``'s samples (other subjects')
+        are scored. Only these samples are used (not the accumulated statistics), so call it with
+        data of several classes (the first experience).
 
         Args:
             features: Shape ``(n, feature_dim)``.
             labels: Class indices, shape ``(n,)``.
             candidates: Values of ``λ`` to try.
-            held_out: Share of the samples scored.
-            seed: Seed of the split.
+            held_out: Share of the samples scored, when ``scored`` is None.
+            seed: Seed of that split.
+            scored: Features ``(m, feature_dim)`` and labels ``(m,)`` to score on instead.
 
         Returns:
             The chosen ``λ`` (also stored, and the head solved with it).
         """
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-        cut = int(len(labels) * (1 - held_out))
-        fit, score = order[:cut], order[cut:]
-        h = self.expand(features).double()
-        targets = F.one_hot(labels, max(self.num_classes, int(labels.max()) + 1)).double()
-        errors = ridge_errors(h[fit], targets[fit], h[score], targets[score], candidates)
+        classes = max(self.num_classes, int(labels.max()) + 1)
+        h, targets = self.expand(features).double(), F.one_hot(labels, classes).double()
+        if scored is None:
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+            fit, score = order[:int(len(labels) * (1 - held_out))], order[int(len(labels) * (1 - held_out)):]
+            h, targets, h_score, y_score = h[fit], targets[fit], h[score], targets[score]
+        else:
+            h_score = self.expand(scored[0]).double()
+            y_score = F.one_hot(scored[1].to(labels.device), classes).double()
+        errors = ridge_errors(h, targets, h_score, y_score, candidates)
         self.ridge = candidates[min(range(len(candidates)), key=errors.__getitem__)]
         self.solve()
         return self.ridge

@@ -206,3 +206,42 @@ def test_a_strategy_that_hooks_trunk_modules_reads_them_from_a_cache_cut_before_
     cached, uncached = (s["strategies"]["ranpac-layers"]["runs"][0] for s in (full_summary, summary))
     assert summary["feature_cache"]["used"] is False and full_summary["feature_cache"]["used"] is True
     assert [step["accuracy"] for step in uncached["steps"]] == [step["accuracy"] for step in cached["steps"]]
+
+
+def test_early_stopping_and_ranpacs_ridge_never_read_the_test_subjects(
+    full_run: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test subjects' faces replaced by noise: every choice of a step comes out the same.
+
+    Mutation check, by hand when this test was written: pointing the runner's validation split at
+    the test subjects makes it fail (the loss history and λ move).
+    """
+    from cfer.continual import runner
+    from cfer.core.prototypes import RandomProjectionRidge
+    from tests.training.test_no_test_leakage import noised
+
+    full_out, full_summary = full_run
+    test_subjects = torch.tensor(full_summary["subjects"]["test"])
+    chosen: list[float] = []
+    choose = RandomProjectionRidge.choose_ridge
+    monkeypatch.setattr(RandomProjectionRidge, "choose_ridge",
+                        lambda self, *args, **kwargs: chosen.append(choose(self, *args, **kwargs)) or chosen[-1])
+    load = runner.load_dataset
+    # the loss, not the accuracy: a tiny model's first epochs give every face one class, on any subjects
+    overrides = TINY + ["strategies=[cfer, ranpac]", "max_experiences=3", "epochs=3", "patience=2",
+                        "early_stopping_metric=loss", "strategy_options={ranpac: {ridge_on: validation}}"]
+    runs = {}
+    for name, poison in (("clean", False), ("noised", True)):
+        def loaded(*args, poison=poison, **kwargs):
+            dataset = load(*args, **kwargs)
+            return noised(dataset, torch.isin(dataset.subject_ids, test_subjects)) if poison else dataset
+        monkeypatch.setattr(runner, "load_dataset", loaded)
+        shutil.copytree(full_out / "basic", tmp_path / name / "basic")
+        runs[name] = run_incremental(load_config(IncrementalConfig, overrides=overrides), tmp_path / name)
+    steps = [run["strategies"]["cfer"]["runs"][0]["steps"] for run in runs.values()]
+    assert steps[0][1]["valid_history"]  # it did early-stop on something
+    assert [(s["epochs"], s["best_epoch"], s["valid_history"]) for s in steps[0]] == \
+           [(s["epochs"], s["best_epoch"], s["valid_history"]) for s in steps[1]]
+    assert len(chosen) == 2 and chosen[0] == chosen[1]  # λ, once per run, on the validation subjects
+    accuracies = [[s["accuracy"] for s in run["strategies"]["ranpac"]["runs"][0]["steps"]] for run in runs.values()]
+    assert accuracies[0] != accuracies[1]  # the noise did reach the test subjects

@@ -75,3 +75,25 @@ def test_weight_aligning_scales_the_new_rows_to_the_old_mean_norm() -> None:
     assert torch.allclose(layer.bias, torch.tensor([0.0, 0.0, 0.6]))
     assert torch.equal(layer.weight[:2], torch.tensor([[3.0, 4.0], [0.0, 1.0]]))
     assert F.normalize(layer.weight[2:], dim=1).allclose(torch.tensor([[0.6, 0.8]]))
+
+
+def test_ridge_scored_on_other_samples_fits_every_given_one_and_keeps_the_least_error_on_those() -> None:
+    generator = torch.Generator().manual_seed(3)
+    centers = torch.randn(3, 4, generator=generator)
+    labels, scored_labels = torch.arange(3).repeat(20), torch.arange(3).repeat(10)
+    features = centers[labels] + 0.05 * torch.randn(60, 4, generator=generator)  # tight: its own fifth likes a small λ
+    scored = centers[scored_labels] + 1.0 * torch.randn(30, 4, generator=generator)  # other subjects: far noisier
+    candidates = (1e-4, 1e-1, 1e2, 1e5)
+    head = RandomProjectionRidge(4, projection_dim=40, seed=0)
+    head.update(features, labels)
+    chosen = head.choose_ridge(features, labels, candidates=candidates, scored=(scored, scored_labels))
+    projection = torch.randn(4, 40, generator=torch.Generator().manual_seed(0)).double().numpy()
+    h, h_scored = (np.maximum(x.double().numpy() @ projection, 0) for x in (features, scored))
+    y, y_scored = np.eye(3)[labels.numpy()], np.eye(3)[scored_labels.numpy()]
+    errors = [np.mean((h_scored @ np.linalg.solve(h.T @ h + ridge * np.eye(40), h.T @ y) - y_scored) ** 2)
+              for ridge in candidates]
+    assert chosen == candidates[int(np.argmin(errors))]
+    assert np.allclose(head.weight.double().numpy(), np.linalg.solve(h.T @ h + chosen * np.eye(40), h.T @ y), atol=1e-4)
+    own = RandomProjectionRidge(4, projection_dim=40, seed=0)
+    own.update(features, labels)
+    assert own.choose_ridge(features, labels, candidates=candidates) < chosen  # the noisier scored set asks for more

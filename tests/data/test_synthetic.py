@@ -19,7 +19,6 @@ from cfer.data.synthetic import (
     sample_expression,
 )
 from cfer.data.synthetic.affect import image_affect
-from cfer.data.synthetic.subjects import make_subject
 from cfer.taxonomy import ALL_AUS, CATEGORIES, CATEGORY_NAMES, get_category
 
 
@@ -157,7 +156,7 @@ def test_bad_config_is_refused():
 
 
 def test_valence_and_arousal_vary_with_the_rendered_expression():
-    from cfer.data.synthetic.affect import REFERENCE_INTENSITY, RESTING_WEIGHTS, soft_bound
+    from cfer.data.synthetic.affect import REFERENCE_INTENSITY, RESTING_WEIGHTS
 
     faces = SyntheticFaces(SyntheticConfig(subjects=12, size=32, categories=("happy", "sad", "neutral")))
     affect = faces.valence_arousal

@@ -144,7 +144,9 @@ def test_fine_tuning_on_cached_activations_gives_the_same_model(tmp_path):
                                 tmp_path / "images")
     histories = [json.loads((tmp_path / name / "fold_0" / "metrics.json").read_text())["history"]
                  for name in ("cached", "images")]
-    assert histories[0] == histories[1]
+    assert histories[0].keys() == histories[1].keys()
+    for key in histories[0]:  # the same sums in another order: another thread count moves their last bits
+        assert histories[0][key] == pytest.approx(histories[1][key], rel=1e-6, abs=1e-9), key
     assert cached["best_fold_test"]["confusion_matrix"] == on_images["best_fold_test"]["confusion_matrix"]
 
 
