@@ -6,7 +6,11 @@ local cues live (LayUP, Ahrens et al. 2024), are not read at all. :class:`MultiL
 concatenates the pooled output with inner modules' maps average-pooled to a small grid
 (``blocks.4`` at 4 × 4 keeps a 4 × 4 layout of an aligned face), then standardises every column
 with statistics fitted once, on the first data it sees (the basic classes' training images), so
-that no group outweighs the others by its scale.
+that no group outweighs the others by its scale. A column that barely varies on those images (a
+channel the basic expressions never switch on) has its standard deviation floored at a tenth of its
+group's mean one: dividing by its own near-zero spread would turn the first face that does switch it
+on (a compound) into a value of millions, which swamps every other column downstream (RanPAC's Gram
+matrix grew 10⁶-fold at the first such class).
 
 With ``memoize=True`` each distinct input's features are computed once: the backbone is frozen, and
 a class-incremental stream shows the same test images after every step, so later steps cost a hash
@@ -20,13 +24,19 @@ any timm EfficientNet.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DEFAULT_LAYERS", "MultiLayerFeatures", "parse_layer", "resolve_module"]
+__all__ = ["DEFAULT_LAYERS", "MIN_STD_RATIO", "MultiLayerFeatures", "parse_layer", "resolve_module"]
+
+logger = logging.getLogger(__name__)
+
+MIN_STD_RATIO = 0.1
+"""A column's standard deviation is floored at this share of its group's mean standard deviation."""
 
 DEFAULT_LAYERS: tuple[str, ...] = ("blocks.-3:4", "blocks.-2:2", "blocks.-1:2")
 """The last three block stages of a timm EfficientNet: the third-last at 4 × 4, the others at 2 × 2."""
@@ -87,6 +97,7 @@ class MultiLayerFeatures(nn.Module):
 
     Attributes:
         dim: Size of the output, ``feature_dim + Σ channels · grid²``.
+        group_sizes: Columns of each group, the pooled output first, then each layer's.
     """
 
     def __init__(self, backbone: nn.Module, layers: Sequence[str] = DEFAULT_LAYERS, probe_size: int = 64,
@@ -103,7 +114,8 @@ class MultiLayerFeatures(nn.Module):
             parameter = next(backbone.parameters(), None)
             shape = getattr(backbone, "input_shape", None) or (3, probe_size, probe_size)
             probe = torch.zeros(1, *shape, device=None if parameter is None else parameter.device)
-            self.dim = self.raw(probe).shape[1]
+            self.group_sizes = tuple(part.shape[1] for part in self._groups(probe))
+            self.dim = sum(self.group_sizes)
             backbone.train(mode)
         self.register_buffer("mean", torch.zeros(self.dim))
         self.register_buffer("std", torch.ones(self.dim))
@@ -111,6 +123,10 @@ class MultiLayerFeatures(nn.Module):
 
     def raw(self, images: Tensor) -> Tensor:
         """Unstandardised features ``(batch, dim)`` of normalised images ``(batch, 3, H, W)``."""
+        return torch.cat(self._groups(images), 1)
+
+    def _groups(self, images: Tensor) -> list[Tensor]:
+        """The pooled output ``(batch, feature_dim)``, then each layer's grid ``(batch, channels · grid²)``."""
         maps: dict[int, Tensor] = {}  # by position in `layers`, whatever order the backbone runs them in
         handles = [module.register_forward_hook(lambda _m, _i, output, k=k: maps.__setitem__(k, output))
                    for k, module in enumerate(self._modules_at)]
@@ -120,15 +136,26 @@ class MultiLayerFeatures(nn.Module):
             for handle in handles:
                 handle.remove()
         grids = [F.adaptive_avg_pool2d(maps[k], grid).flatten(1) for k, (_, grid) in enumerate(self.layers)]
-        return torch.cat([pooled.flatten(1), *grids], 1)
+        return [pooled.flatten(1), *grids]
 
     @torch.no_grad()
     def fit(self, raw: Tensor) -> None:
-        """Fit the standardisation: each column's mean and standard deviation over ``raw`` ``(n, dim)``, n ≥ 2."""
+        """Fit the standardisation on ``raw`` ``(n, dim)``, n ≥ 2: each column's mean and floored standard deviation.
+
+        A column's standard deviation is at least :data:`MIN_STD_RATIO` times its group's mean one
+        (and at least 1e-6, for a group that never varies).
+        """
         if len(raw) < 2:
             raise ValueError(f"the standardisation needs at least two samples, got {len(raw)}")
+        std = raw.std(0)
+        floor = torch.cat([MIN_STD_RATIO * part.mean().expand(len(part)) for part in std.split(self.group_sizes)])
+        floored = int((std < floor).sum())
+        if floored:
+            logger.info("multi-layer features: %d of %d columns barely vary on the %d fitted samples; their "
+                        "standard deviation is floored at %.2g of their group's mean", floored, self.dim,
+                        len(raw), MIN_STD_RATIO)
         self.mean = raw.mean(0).to(self.mean)
-        self.std = raw.std(0).to(self.std) + 1e-6
+        self.std = torch.maximum(std, floor).clamp_min(1e-6).to(self.std)
         self.fitted = torch.tensor(True, device=self.fitted.device)
 
     def standardise(self, raw: Tensor) -> Tensor:

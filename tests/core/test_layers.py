@@ -42,9 +42,29 @@ def test_standardisation_uses_the_fitted_samples_only() -> None:
     features.fit(raw)
     torch.testing.assert_close(features(first).mean(0), torch.zeros(features.dim), atol=1e-5, rtol=0)
     torch.testing.assert_close(features(first).std(0), torch.ones(features.dim), atol=1e-4, rtol=0)
-    torch.testing.assert_close(features(later), (features.raw(later) - raw.mean(0)) / (raw.std(0) + 1e-6))
+    torch.testing.assert_close(features(later), (features.raw(later) - raw.mean(0)) / raw.std(0))
     with pytest.raises(ValueError, match="two samples"):
         features.fit(raw[:1])
+
+
+def test_a_column_that_barely_varies_is_floored_at_a_tenth_of_its_groups_mean_spread() -> None:
+    torch.manual_seed(0)
+    features = MultiLayerFeatures(_Net(), ["blocks.0:2"])  # groups: pooled (3 columns), then 2 x 2 x 2 = 8
+    assert features.group_sizes == (3, 8)
+    raw = torch.randn(20, 11) * torch.tensor([1.0, 2.0, 1.0] + [4.0] * 8)
+    raw[:, 2] = 5.0  # never varies: a channel the fitted classes never switch on
+    raw[:, 7] = 3.0 + 1e-4 * torch.randn(20)  # barely varies
+    features.fit(raw)
+    spread = raw.std(0)
+    expected = spread.clone()
+    expected[2] = 0.1 * spread[:3].mean()  # (std₀ + std₁ + 0) / 3 / 10
+    expected[7] = 0.1 * spread[3:].mean()
+    torch.testing.assert_close(features.std, expected)
+    later = raw[:1].clone()
+    later[0, 2] = 5.5  # the first face that switches the column on
+    assert abs(float(features.standardise(later)[0, 2])) < 10  # 0.5 / (0.1 · mean), not 0.5 / 1e-6
+    features.fit(torch.ones(4, 11))  # a group that never varies at all divides by 1e-6, not by 0
+    assert torch.all(features.std == 1e-6)
 
 
 def test_hooks_do_not_outlive_a_call() -> None:
